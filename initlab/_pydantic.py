@@ -6,8 +6,8 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
 def suggest(given: str, valid: Iterable[str]) -> str:
@@ -16,32 +16,70 @@ def suggest(given: str, valid: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def unknown_choice(kind: str, given: object, valid: Iterable[str]) -> PydanticCustomError:
-    """A validation error for a name that is not registered, listing the valid ones."""
-    names = sorted(valid)
-    message = f"unknown {kind} {given!r}{suggest(str(given), names) or ';'} valid: {', '.join(names)}"
-    return PydanticCustomError("unknown_choice", _escape(message), {"given": str(given)})
-
-
 def _escape(message: str) -> str:
     """Pydantic formats custom messages with str.format; keep user text literal."""
     return message.replace("{", "{{").replace("}", "}}")
 
 
+def unknown_choice(kind: str, given: object, valid: Iterable[str], key: str) -> PydanticCustomError:
+    """A validation error for a name that is not registered, listing the valid ones.
+
+    ``key`` is the mapping key that holds the name, so reports can point at its line.
+    """
+    names = sorted(valid)
+    message = f"unknown {kind} {given!r}{suggest(str(given), names) or ';'} valid: {', '.join(names)}"
+    return PydanticCustomError("unknown_choice", _escape(message), {"given": str(given), "key": key})
+
+
+def _unknown_key(key: str, allowed: set[str], value: Any) -> InitErrorDetails:
+    hint = suggest(str(key), allowed) or ";"
+    message = f"unknown key {key!r}{hint} allowed: {', '.join(sorted(allowed))}"
+    return InitErrorDetails(
+        type=PydanticCustomError("unknown_key", _escape(message), {"key": key}), loc=(key,), input=value
+    )
+
+
+def _as_details(error: Any) -> InitErrorDetails:
+    return InitErrorDetails(
+        type=PydanticCustomError(error["type"], _escape(error["msg"]), error.get("ctx")),
+        loc=error["loc"],
+        input=error.get("input"),
+    )
+
+
 class Frozen(BaseModel):
-    """Immutable, rejects unknown keys with a suggestion of the closest valid one."""
+    """Immutable; every unknown key is an error that suggests the closest valid one.
+
+    Unknown keys are reported together with the other errors of the same model, so a
+    typo does not hide a wrong value next to it.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
-    @model_validator(mode="before")
     @classmethod
-    def _reject_unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            allowed = set(cls.model_fields)
-            for key in data:
-                if key not in allowed:
-                    hint = suggest(str(key), allowed) or ";"
-                    message = f"unknown key {key!r}{hint} allowed: {', '.join(sorted(allowed))}"
-                    # `key` in the context lets error reports point at the key's own line.
-                    raise PydanticCustomError("unknown_key", _escape(message), {"key": key})
+    def _accepted_keys(cls, data: dict[str, Any]) -> set[str]:
+        """Keys this model takes from a mapping (subclasses with flat arguments widen it)."""
+        return set(cls.model_fields)
+
+    @classmethod
+    def _reshape(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Turn the user's mapping into the model's fields (identity by default)."""
         return data
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_keys(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if not isinstance(data, dict):
+            return handler(data)
+        allowed = cls._accepted_keys(data)
+        errors = [_unknown_key(k, allowed, v) for k, v in data.items() if k not in allowed]
+        known = {k: v for k, v in data.items() if k in allowed}
+        try:
+            result = handler(cls._reshape(known))
+        except ValidationError as err:
+            if not errors:
+                raise
+            errors += [_as_details(e) for e in err.errors()]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return result

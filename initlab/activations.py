@@ -197,7 +197,7 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, dict) and "name" in value:
         name = ALIASES.get(str(value["name"]), value["name"])
         if name not in REGISTRY:
-            raise unknown_choice("activation", value["name"], REGISTRY)
+            raise unknown_choice("activation", value["name"], REGISTRY, "name")
         value = {**value, "name": name}
     return value
 

@@ -1,0 +1,83 @@
+"""The network under study: an ``nn.ModuleList`` of ``Linear(width, width)`` + activation blocks.
+
+Weights are drawn from an explicit generator in exactly the order a hand-written script
+draws them from the global RNG: first every layer's construction-time default init (what
+``nn.Linear.__init__`` does), then the configured scheme, layer by layer. So a study with
+seed ``s`` equals ``torch.manual_seed(s); nn.ModuleList([nn.Linear(...) ...]); init ...``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from initlab.config import Config
+from initlab.schemes import linear_default_
+
+
+class Block(nn.Module):
+    """``activation(linear(x))``; probes read ``linear``'s output (pre) and the block's (post)."""
+
+    def __init__(self, linear: nn.Linear, activation: nn.Module) -> None:
+        super().__init__()
+        self.linear = linear
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.linear(x))  # type: ignore[no-any-return]
+
+
+class MLP(nn.Module):
+    """``depth`` blocks applied in order."""
+
+    def __init__(self, blocks: list[Block]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def linears(self) -> list[nn.Linear]:
+        """The blocks' Linear layers, in order."""
+        return [block.linear for block in self.blocks]  # type: ignore[misc]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)  # (batch, width)
+        return x
+
+
+def build(config: Config, generator: torch.Generator, dtype: torch.dtype) -> MLP:
+    """Build and initialise the network on the CPU, drawing from ``generator``."""
+    depth, width = config.model.depth, config.model.width
+    activation = config.model.activation
+    linears = [
+        nn.utils.skip_init(nn.Linear, width, width, bias=config.model.bias, dtype=dtype)  # type: ignore[no-untyped-call]
+        for _ in range(depth)
+    ]
+    with torch.no_grad():
+        for linear in linears:  # what nn.Linear.__init__ would have drawn
+            linear_default_(linear.weight, linear.bias, generator)
+        for i, linear in enumerate(linears):
+            config.init.scheme_for(i, depth).init_(linear.weight, activation, generator)
+            if linear.bias is not None:
+                config.init.bias.init_(linear.bias, activation, generator)
+    return MLP([Block(linear, activation.module()) for linear in linears])
+
+
+def draw_input(config: Config, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """The input batch, ``(batch_size, width)``, drawn after the weights."""
+    data = config.data
+    shape = (data.batch_size, config.model.width)
+    if data.distribution == "uniform":
+        return torch.empty(shape, dtype=dtype).uniform_(data.low, data.high, generator=generator)
+    x = torch.randn(shape, generator=generator, dtype=dtype)
+    if (data.mean, data.std) != (0.0, 1.0):
+        x = x * data.std + data.mean
+    return x
+
+
+def probe_targets(model: MLP) -> list[tuple[int, str, nn.Module]]:
+    """``(layer, site, module)`` for every block: ``pre`` = Linear output, ``post`` = block output."""
+    targets: list[tuple[int, str, nn.Module]] = []
+    for i, block in enumerate(model.blocks):
+        assert isinstance(block, Block)
+        targets += [(i, "pre", block.linear), (i, "post", block)]
+    return targets

@@ -1,0 +1,119 @@
+"""The results folder: ``<root>/<name>/<run-id>/`` with config, per-layer table, summary, meta.
+
+A run never overwrites another: the folder is staged under a hidden name and renamed
+into place only when every file is written, so a folder that exists is complete.
+Floats are written in their shortest round-trip form, so the same numbers give the
+same bytes; non-finite values become empty CSV cells and JSON nulls, never NaN tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from initlab.config import Config, to_yaml
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return clean(value.item())
+    return value
+
+
+def to_json(value: Any) -> str:
+    """Strict JSON (``allow_nan=False``) of ``value`` with non-finite floats as null."""
+    return json.dumps(clean(value), indent=2, allow_nan=False) + "\n"
+
+
+def table_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of a DataFrame as JSON-safe dicts (missing values as None)."""
+    return [clean(row) for row in table.astype(object).where(table.notna(), None).to_dict("records")]
+
+
+def csv_text(table: pd.DataFrame) -> str:
+    """The CSV bytes of a table: shortest round-trip floats, empty cells for missing values."""
+    text: str = table.to_csv(index=False, lineterminator="\n")
+    return text
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The commit checked out in ``cwd`` when it is inside a git repository, else None."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_id(when: datetime, seed: int) -> str:
+    """A sortable folder name: UTC start time and seed."""
+    return f"{when.astimezone(timezone.utc):%Y%m%d-%H%M%S}-s{seed}"
+
+
+def write_folder(root: Path, name: str, ident: str, files: dict[str, str]) -> Path:
+    """Write ``files`` into a new ``root/name/ident[-k]`` folder, atomically; return it."""
+    parent = root / name
+    parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(_mkdtemp(parent, ident))
+    try:
+        for filename, text in files.items():
+            (stage / filename).write_text(text, encoding="utf-8")
+        return _rename_unique(stage, parent, ident)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _mkdtemp(parent: Path, ident: str) -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix=f".{ident}.", suffix=".tmp", dir=parent)
+
+
+def _rename_unique(stage: Path, parent: Path, ident: str) -> Path:
+    for k in range(1, 10_000):
+        target = parent / (ident if k == 1 else f"{ident}-{k}")
+        if target.exists():
+            continue
+        try:
+            os.rename(stage, target)
+        except OSError:  # another run took the name between the check and the rename
+            continue
+        return target
+    raise FileExistsError(f"no free results folder name for {ident} in {parent}")
+
+
+def study_files(config: Config, layers: pd.DataFrame, summary: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
+    """The files of a ``run`` results folder, as text."""
+    return {
+        "config.yaml": to_yaml(config),
+        "layers.csv": csv_text(layers),
+        "summary.json": to_json(summary),
+        "meta.json": to_json(meta),
+    }
+
+
+def save_run(result: Any, root: Path, argv: Sequence[str]) -> Path:
+    """Save a :class:`~initlab.runner.Result` under ``root``; return its folder."""
+    meta = {**result.meta, "argv": list(argv), "git_commit": git_commit()}
+    started = datetime.fromisoformat(meta["started"])
+    files = study_files(result.config, result.layers, result.summary, meta)
+    return write_folder(root, result.config.name, run_id(started, result.config.seed), files)

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from initlab.cli import app
+from tests.conftest import CONFIGS
+
+runner = CliRunner()
+SMALL = ["model.depth=12", "model.width=32"]
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "120"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_run_prints_table_and_verdict_and_writes_results(tmp_path: Path) -> None:
+    code, out, err = invoke("run", str(CONFIGS / "tanh-xavier.yaml"), *SMALL, "--out", str(tmp_path))
+    assert code == 0, err
+    assert "per-layer statistics" in out and "verdict: STABLE" in out
+    (folder,) = (tmp_path / "tanh-xavier").iterdir()
+    assert f"results: {folder}" in out
+    assert "depth: 12" in (folder / "config.yaml").read_text()
+
+
+def test_every_k_shows_first_last_and_every_kth_layer(tmp_path: Path) -> None:
+    code, out, _ = invoke("run", str(CONFIGS / "tanh-xavier.yaml"), *SMALL, "--every", "5", "--no-save")
+    assert code == 0
+    rows = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    assert rows == ["0", "5", "10", "11"]
+
+
+def test_json_is_the_only_output(tmp_path: Path) -> None:
+    code, out, _ = invoke("run", str(CONFIGS / "linear-normal.yaml"), "--json", "--out", str(tmp_path))
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["summary"]["regime"] == "explosion" and doc["summary"]["nonfinite"] is True
+    assert len(doc["layers"]) == 100 and doc["layers"][-1]["std"] is None
+    assert Path(doc["results_dir"]).is_dir()
+
+
+def test_explosion_exits_zero(tmp_path: Path) -> None:
+    code, out, _ = invoke("run", str(CONFIGS / "linear-normal.yaml"), "--out", str(tmp_path))
+    assert code == 0 and "EXPLOSION (non-finite)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["missing.yaml"], "error: missing.yaml: no such config file"),
+        ([str(CONFIGS / "tanh-xavier.yaml"), "model.depth=0"], "override 'model.depth=0': model.depth:"),
+        ([str(CONFIGS / "tanh-xavier.yaml"), "init.scheme=nope"], "unknown scheme 'nope'"),
+        ([str(CONFIGS / "tanh-xavier.yaml"), "device=cuda:7"], "device 'cuda:7'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, args: list[str], expected: str) -> None:
+    if "device=cuda:7" in args and __import__("torch").cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    code, out, err = invoke("run", *args, "--out", str(tmp_path))
+    assert code == 2
+    assert out == ""
+    assert err.strip().startswith("error: ") and expected in err
+    assert "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_debug_shows_the_traceback() -> None:
+    result = runner.invoke(app, ["run", "missing.yaml", "--debug"])
+    assert result.exit_code != 0 and result.exception is not None
+    assert "no such config file" in str(result.exception)
+
+
+def test_help_does_not_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "from initlab.cli import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'pandas' not in sys.modules, 'pandas imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Commands" in done.stdout and "run" in done.stdout
