@@ -54,7 +54,7 @@ class Frozen(BaseModel):
     typo does not hide a wrong value next to it.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
     @classmethod
     def _accepted_keys(cls, data: dict[str, Any]) -> set[str]:

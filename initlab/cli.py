@@ -83,6 +83,62 @@ def run(
             report.print_run(Console(), result.layers, result.summary, every, folder)
 
 
+def _parse_params(items: list[str]) -> dict[str, object]:
+    from initlab.config import parse_value
+    from initlab.errors import InitlabError
+
+    params: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InitlabError(f"--param {item!r}: expected name=value, e.g. negative_slope=0.2")
+        params[key] = parse_value(value)
+    return params
+
+
+@app.command()
+def gain(
+    activation: Annotated[
+        str | None, typer.Argument(help="Activation name, e.g. tanh, relu, leaky_relu.", show_default=False)
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Activation parameter as name=value (repeatable).")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="One table for every registered activation.")] = False,
+    samples: Annotated[int, typer.Option("--samples", min=3, help="Samples of the std-ratio estimate.")] = 1_000_000,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the std-ratio samples.")] = 0,
+    json_output: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """The gain an activation needs, by several definitions side by side."""
+    with user_errors(debug):
+        from initlab import activations
+        from initlab.config import parse_cli_choice
+        from initlab.errors import InitlabError
+
+        if all_ == (activation is not None):
+            raise InitlabError("give one ACTIVATION or --all (valid: " + ", ".join(activations.names()) + ")")
+        if all_ and param:
+            raise InitlabError("--param applies to one ACTIVATION, not --all")
+        if activation is not None:
+            chosen = [parse_cli_choice("activation", {"name": activation, **_parse_params(param or [])}, "gain")]
+        else:
+            chosen = [activations.parse_activation(name) for name in activations.names()]
+        from rich.console import Console
+
+        from initlab import report
+        from initlab.gain import gain_report
+
+        reports = [gain_report(act, samples=samples, seed=seed) for act in chosen]
+        if json_output:
+            typer.echo(report.gain_json(reports), nl=False)
+        elif all_:
+            Console().print(report.gain_overview(reports))
+        else:
+            Console().print(report.gain_table(reports[0]))
+            Console().print(report.gain_explanation(reports[0]))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

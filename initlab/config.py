@@ -20,7 +20,7 @@ from initlab import activations, schemes
 from initlab._pydantic import Frozen
 from initlab.activations import ActivationConfig, Linear
 from initlab.errors import ConfigError
-from initlab.schemes import Scheme, SchemeConfig, Zeros, resolve_gain
+from initlab.schemes import Scheme, SchemeConfig, Zeros
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -181,12 +181,11 @@ class Config(Frozen):
 
 
 def _auto_problems(path: str, scheme: Scheme, act: activations.Activation) -> Iterable[tuple[str, str]]:
-    gain = getattr(scheme, "gain", None)
-    if gain == "auto":
-        try:
-            resolve_gain(gain, act)
-        except ValueError as err:
-            yield f"{path}.gain", str(err)
+    if getattr(scheme, "gain", None) == "torch" and act.torch_gain() is None:
+        yield f"{path}.gain", (
+            f"'torch': torch.nn.init.calculate_gain defines no gain for {act.label()}; "
+            "use auto, second_moment, std_ratio or a number"
+        )
     if getattr(scheme, "nonlinearity", None) == "auto" and act.torch_nonlinearity() is None:
         yield f"{path}.nonlinearity", (
             f"'auto': torch.nn.init.calculate_gain has no entry for {act.name!r}; name one of: "
@@ -348,6 +347,7 @@ def format_errors(
     lines: Mapping[tuple[str | int, ...], int],
     source: str,
     overrides: Mapping[tuple[str, ...], str],
+    prefix: tuple[str, ...] = (),
 ) -> list[str]:
     """One line per validation error: ``file:line: field.path: what is wrong``."""
     out = []
@@ -356,11 +356,11 @@ def format_errors(
         if "path" in ctx:
             loc: tuple[str | int, ...] = tuple(int(p) if p.isdigit() else p for p in ctx["path"].split("."))
         else:
-            loc = _raw_path(raw, error["loc"])
+            loc = _raw_path(raw, (*prefix, *error["loc"]))
             if "key" in ctx and loc[-1:] != (ctx["key"],) and (*loc, ctx["key"]) in lines:
                 loc = (*loc, ctx["key"])
         dotted = ".".join(str(p) for p in loc) or "(top level)"
-        where = _where(loc, lines, source, overrides)
+        where = _where(loc, lines, source, overrides) if lines or overrides else source
         out.append(f"{where}: {dotted}: {_describe(error)}")
     return out
 
@@ -379,6 +379,18 @@ def _where(
         if loc[:n] in lines:
             return f"{source}:{lines[loc[:n]]}"
     return f"{source}:1"
+
+
+def parse_cli_choice(kind: Literal["activation", "scheme"], value: dict[str, Any], source: str) -> Any:
+    """Validate an activation or scheme given on the command line; errors name ``source``."""
+    from pydantic import TypeAdapter
+
+    target = activations.ActivationConfig if kind == "activation" else SchemeConfig
+    try:
+        return TypeAdapter(target).validate_python(value)
+    except ValidationError as err:
+        lines: dict[tuple[str | int, ...], int] = {}
+        raise ConfigError(format_errors(err, {kind: value}, lines, source, {}, prefix=(kind,))) from None
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:

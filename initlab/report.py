@@ -5,15 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from initlab.results import table_records, to_json
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: One colour per regime, shared by tables and plots.
 COLOURS = {"explosion": "red", "vanishing": "blue", "stable": "green"}
@@ -103,3 +105,75 @@ def run_json(layers: pd.DataFrame, summary: dict[str, Any], config: dict[str, An
             "results_dir": str(folder) if folder is not None else None,
         }
     )
+
+
+# ---------------------------------------------------------------- gain
+
+
+_DEFINITION_TITLES = {"torch": "torch", "second_moment": "second moment", "std_ratio": "std ratio"}
+
+
+def gain_table(report: Any) -> Table:
+    """One activation's gains by every definition, with where each takes a deep net's variance."""
+    table = Table(title=f"gain for {report.activation}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("definition")
+    table.add_column("gain", justify="right")
+    table.add_column("deep net, from q0 = 1")
+    for name, title in _DEFINITION_TITLES.items():
+        value = getattr(report, name)
+        if value is None:
+            table.add_row(title, "n/a", "not in calculate_gain's table")
+            continue
+        shown = f"{value:.6g}" + (f" ± {report.std_ratio_se:.2g}" if name == "std_ratio" else "")
+        fate = report.fates[name]
+        style = "green" if fate.stable else COLOURS.get(fate.kind, "yellow")
+        table.add_row(title, shown, Text(_fate_text(fate), style=style))
+    return table
+
+
+def _fate_text(fate: Any) -> str:
+    """Where the variance map takes q0, e.g. ``q*=1.178, stable (23 layers)``."""
+    layers = "slowly" if fate.iterations is None else f"{fate.iterations} layers"
+    if fate.kind in ("vanishing", "explosion"):
+        return f"{fate.kind} ({layers})"
+    if fate.kind == "fixed_point":
+        return f"q*={fate.q:.4g}, stable ({layers})"
+    return f"q*={fate.q:.4g}, {fate.kind} (slope {fate.slope:.3g})"
+
+
+def gain_explanation(report: Any) -> Text:
+    return Text(report.explanation, style="dim")
+
+
+def gain_overview(reports: Sequence[Any]) -> Table:
+    """Every activation in one table that reads in 80 columns."""
+    table = Table(
+        title="gain by definition", caption="auto: the variance fixed point q* at the gain `auto` picks",
+        title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+    )
+    for title in ("activation", "torch", "2nd moment", "std ratio", "auto"):
+        table.add_column(title, justify="left" if title in ("activation", "auto") else "right")
+    for report in reports:
+        auto = "torch" if report.torch is not None else "second_moment"
+        table.add_row(
+            report.activation,
+            f"{report.torch:.5g}" if report.torch is not None else "n/a",
+            f"{report.second_moment:.5g}",
+            f"{report.std_ratio:.4g}",
+            _short_fate(report.fates[auto]),
+        )
+    return table
+
+
+def _short_fate(fate: Any) -> Text:
+    if fate.kind in ("vanishing", "explosion"):
+        return Text(fate.kind, style=COLOURS[fate.kind])
+    label = {"fixed_point": "q*", "marginal": "marginal q*", "unstable": "unstable q*"}[fate.kind]
+    return Text(f"{label}={fate.q:.3g}", style="green" if fate.stable else "yellow")
+
+
+def gain_json(reports: Sequence[Any]) -> str:
+    """The ``--json`` document of ``initlab gain``."""
+    from dataclasses import asdict
+
+    return to_json({"gains": [asdict(report) for report in reports]})

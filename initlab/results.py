@@ -16,11 +16,12 @@ import subprocess
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from initlab.config import Config, to_yaml
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def clean(value: Any) -> Any:

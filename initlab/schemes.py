@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BeforeValidator, Field, NonNegativeFloat
+from pydantic import BeforeValidator, Field, NonNegativeFloat, PositiveFloat
 
 from initlab._pydantic import Frozen, unknown_choice
 from initlab.activations import Activation
@@ -38,8 +38,23 @@ ALIASES = {
     "lecun": "lecun_normal",
 }
 
-#: A gain: a number, or ``auto`` for the activation's recommended gain.
-Gain = Union[float, Literal["auto"]]  # noqa: UP007
+#: A gain: a number, or a definition computed from the network's activation (see
+#: :mod:`initlab.gain`): ``auto`` (PyTorch's ``calculate_gain`` where it has one, else
+#: ``second_moment``), ``torch``, ``second_moment`` or ``std_ratio``.
+GainName = Literal["auto", "torch", "second_moment", "std_ratio"]
+_GAIN_NAMES = ("auto", "torch", "second_moment", "std_ratio")
+
+
+def _check_gain(value: Any) -> Any:
+    if isinstance(value, str) and value not in _GAIN_NAMES:
+        try:
+            return float(value)
+        except ValueError:
+            raise unknown_choice("gain", value, _GAIN_NAMES, "gain") from None
+    return value
+
+
+Gain = Annotated[Union[float, GainName], BeforeValidator(_check_gain)]  # noqa: UP007
 Nonlinearity = Literal["auto", "linear", "sigmoid", "tanh", "relu", "leaky_relu", "selu"]
 
 
@@ -55,10 +70,6 @@ class Scheme(Frozen):
     ) -> None:
         raise NotImplementedError
 
-    def uses_auto(self) -> bool:
-        """True when a parameter is ``auto`` and so depends on the activation."""
-        return any(value == "auto" for value in self.model_dump().values())
-
     def label(self) -> str:
         """``scheme(arg=value, ...)`` with the non-default arguments."""
         params = self.model_dump(exclude={"scheme"}, exclude_defaults=True)
@@ -68,15 +79,11 @@ class Scheme(Frozen):
 
 def resolve_gain(gain: Gain, activation: Activation) -> float:
     """The number a ``gain`` stands for under ``activation``."""
-    if gain != "auto":
-        return float(gain)
-    value = activation.torch_gain()
-    if value is None:
-        raise ValueError(
-            f"gain 'auto': torch.nn.init.calculate_gain defines no gain for {activation.name!r}; "
-            "give a number"
-        )
-    return value
+    if isinstance(gain, str):
+        from initlab import gain as gains
+
+        return gains.resolve_gain(activation, gain)
+    return float(gain)
 
 
 class Normal(Scheme):
@@ -231,7 +238,7 @@ class TruncNormal(Scheme):
 
     scheme: Literal["trunc_normal"] = "trunc_normal"
     mean: float = 0.0
-    std: NonNegativeFloat = 1.0
+    std: PositiveFloat = 1.0
     a: float = -2.0
     b: float = 2.0
 
@@ -245,7 +252,13 @@ class TruncNormal(Scheme):
 
 class Sparse(Scheme):
     r"""Martens (2010): a ``sparsity`` fraction of each column zero, the rest
-    :math:`\mathcal{N}(0, \text{std}^2)` (``sparse_``)."""
+    :math:`\mathcal{N}(0, \text{std}^2)` (``sparse_``).
+
+    ``torch.nn.init.sparse_`` draws its zero positions with ``randperm`` from the global
+    RNG even when given a generator; this does the same draws, in the same order, from
+    ``generator``, so a seeded study is reproducible and still equals the hand-written
+    script (``torch.manual_seed(s)`` then ``sparse_``).
+    """
 
     scheme: Literal["sparse"] = "sparse"
     needs_matrix: ClassVar[bool] = True
@@ -253,9 +266,13 @@ class Sparse(Scheme):
     std: NonNegativeFloat = 0.01
 
     def init_(self, tensor: torch.Tensor, activation: Activation, generator: torch.Generator | None) -> None:
-        from torch.nn import init
+        import torch
 
-        init.sparse_(tensor, self.sparsity, self.std, generator=generator)
+        rows, cols = tensor.shape
+        zeros = math.ceil(self.sparsity * rows)
+        tensor.normal_(0, self.std, generator=generator)
+        for col in range(cols):
+            tensor[torch.randperm(rows, generator=generator)[:zeros], col] = 0
 
 
 class LecunNormal(Scheme):

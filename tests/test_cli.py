@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ def test_run_prints_table_and_verdict_and_writes_results(tmp_path: Path) -> None
 def test_every_k_shows_first_last_and_every_kth_layer(tmp_path: Path) -> None:
     code, out, _ = invoke("run", str(CONFIGS / "tanh-xavier.yaml"), *SMALL, "--every", "5", "--no-save")
     assert code == 0
-    rows = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    rows = [line.split()[0] for line in out.splitlines() if re.match(r"^\s*\d+\s+\d", line)]
     assert rows == ["0", "5", "10", "11"]
 
 
@@ -87,3 +88,53 @@ def test_help_does_not_import_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "Commands" in done.stdout and "run" in done.stdout
+
+
+def test_gain_shows_every_definition_side_by_side() -> None:
+    code, out, err = invoke("gain", "tanh", "--samples", "20000")
+    assert code == 0, err
+    assert "1.66667" in out  # calculate_gain('tanh') = 5/3
+    assert "1.59254" in out  # 1/sqrt(E[tanh(z)^2])
+    assert "std ratio" in out and "fixed point" in out
+    assert "odd" in out  # the one-line explanation
+
+
+def test_gain_json_matches_torch_and_parameters_are_validated() -> None:
+    import torch
+
+    code, out, _ = invoke("gain", "leaky_relu", "--param", "negative_slope=0.2", "--json", "--samples", "1000")
+    assert code == 0
+    (doc,) = json.loads(out)["gains"]
+    assert doc["activation"] == "leaky_relu(negative_slope=0.2)"
+    assert doc["torch"] == torch.nn.init.calculate_gain("leaky_relu", 0.2)
+    assert doc["second_moment"] == pytest.approx((2 / (1 + 0.2**2)) ** 0.5, rel=1e-9)
+    code, out, _ = invoke("gain", "gelu", "--json", "--samples", "1000")
+    assert json.loads(out)["gains"][0]["torch"] is None
+
+
+def test_gain_all_is_sorted_and_fits_80_columns() -> None:
+    result = runner.invoke(app, ["gain", "--all", "--samples", "1000"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    from initlab.activations import names
+
+    shown = [line.split()[0] for line in lines if line.split() and line.split()[0] in names()]
+    assert shown == names()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["tanhh"], "unknown activation 'tanhh'; did you mean 'tanh'? valid: elu, gelu"),
+        (["elu", "--param", "alfa=1"], "gain: activation.alfa: unknown key 'alfa'; did you mean 'alpha'?"),
+        (["elu", "--param", "alpha"], "--param 'alpha': expected name=value"),
+        ([], "give one ACTIVATION or --all"),
+        (["--all", "--param", "alpha=1"], "--param applies to one ACTIVATION"),
+    ],
+)
+def test_gain_errors(args: list[str], expected: str) -> None:
+    code, out, err = invoke("gain", *args)
+    assert code == 2
+    assert out == ""
+    assert expected in err and "Traceback" not in err

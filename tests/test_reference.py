@@ -105,3 +105,15 @@ def test_run_does_not_touch_the_global_rng() -> None:
     torch.manual_seed(123)
     initlab.run(make_config())
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("definition", ["auto", "second_moment", "std_ratio"])
+def test_gain_names_in_configs_resolve_through_the_gain_module(definition: str) -> None:
+    from initlab.activations import parse_activation
+    from initlab.gain import resolve_gain
+
+    base = {"model": {"depth": 4, "width": 16, "activation": "gelu"}}
+    named = initlab.run(make_config(**base, init={"scheme": "xavier_normal", "gain": definition}))
+    number = resolve_gain(parse_activation("gelu"), definition)
+    explicit = initlab.run(make_config(**base, init={"scheme": "xavier_normal", "gain": number}))
+    assert named.layers.equals(explicit.layers)
