@@ -34,6 +34,23 @@ DebugOption = Annotated[bool, typer.Option("--debug", help="Show the full traceb
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
 
 
+DeviceOption = Annotated[
+    str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N (overrides the config's device).")
+]
+DevicesOption = Annotated[
+    str | None,
+    typer.Option("--devices", help="Run under nn.DataParallel on these CUDA ids, e.g. 0,1 (implies --device cuda)."),
+]
+
+
+def device_overrides(device: str | None, devices: str | None) -> list[str]:
+    """``--device`` / ``--devices`` as config overrides, so precedence is resolved in one place."""
+    out = [f"device={device}"] if device is not None else []
+    if devices is not None:
+        out += [f"data_parallel.device_ids=[{devices}]"] + ([] if device is not None else ["device=cuda"])
+    return out
+
+
 @contextmanager
 def user_errors(debug: bool) -> Iterator[None]:
     """Turn initlab's user-facing errors into one line each on stderr and exit code 2."""
@@ -60,6 +77,8 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="Root folder of results.")] = Path("results"),
     every: Annotated[int, typer.Option("--every", min=1, help="Show every k-th layer in the table.")] = 1,
     save: Annotated[bool, typer.Option("--save/--no-save", help="Write the results folder.")] = True,
+    device: DeviceOption = None,
+    devices: DevicesOption = None,
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -67,7 +86,7 @@ def run(
     with user_errors(debug):
         from initlab.config import load_config
 
-        resolved = load_config(config, overrides or [])
+        resolved = load_config(config, [*(overrides or []), *device_overrides(device, devices)])
         from rich.console import Console
 
         from initlab import report

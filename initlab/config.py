@@ -143,6 +143,19 @@ class VerdictConfig(Frozen):
     trend_t: float = Field(4.0, gt=0.0, description="|t| of the log-std trend needed to call a drift real")
 
 
+class DataParallelConfig(Frozen):
+    """Run the model under ``nn.DataParallel`` on these CUDA devices."""
+
+    device_ids: tuple[int, ...] = Field(min_length=1, description="CUDA device ids, the first holds the model")
+    output_device: int | None = Field(None, ge=0, description="where outputs are gathered; default device_ids[0]")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> DataParallelConfig:
+        if len(set(self.device_ids)) != len(self.device_ids) or min(self.device_ids) < 0:
+            raise ValueError(f"device_ids must be distinct non-negative ids, got {list(self.device_ids)}")
+        return self
+
+
 class Config(Frozen):
     """One study. Field names are initlab's public config interface."""
 
@@ -153,7 +166,14 @@ class Config(Frozen):
     data: DataConfig = Field(default_factory=DataConfig)
     verdict: VerdictConfig = Field(default_factory=VerdictConfig)
     device: Annotated[str, AfterValidator(_check_device)] = "cpu"
-    dtype: Literal["float32", "float64"] = "float32"
+    data_parallel: DataParallelConfig | None = None
+    dtype: Literal["float32", "float64", "float16", "bfloat16"] = "float32"
+    precision: Literal["highest", "high", "medium"] = Field(
+        "highest", description="float32 matmul precision: highest = full float32 (no TF32)"
+    )
+    rng: Literal["cpu", "device"] = Field(
+        "cpu", description="cpu: draw on the CPU then move (same numbers everywhere); device: draw on the device"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -174,6 +194,10 @@ class Config(Frozen):
             yield "init.bias", f"{self.init.bias.scheme} needs a matrix; a bias can use: " + ", ".join(
                 sorted(n for n, c in schemes.REGISTRY.items() if not c.needs_matrix)
             )
+        if self.data_parallel is not None and self.device == "cpu":
+            yield "data_parallel", "needs device: cuda (or auto); device is cpu"
+        if self.data_parallel is not None and self.device.startswith("cuda:"):
+            yield "device", "with data_parallel, give device: cuda and choose GPUs in data_parallel.device_ids"
         for path, scheme in [("init", self.init.weight)] + [
             (f"init.layers.{i}", layer.weight) for i, layer in enumerate(self.init.layers)
         ]:

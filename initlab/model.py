@@ -45,11 +45,13 @@ class MLP(nn.Module):
 
 
 def build(config: Config, generator: torch.Generator, dtype: torch.dtype) -> MLP:
-    """Build and initialise the network on the CPU, drawing from ``generator``."""
+    """Build and initialise the network on ``generator``'s device, drawing from it."""
     depth, width = config.model.depth, config.model.width
     activation = config.model.activation
     linears = [
-        nn.utils.skip_init(nn.Linear, width, width, bias=config.model.bias, dtype=dtype)  # type: ignore[no-untyped-call]
+        nn.utils.skip_init(  # type: ignore[no-untyped-call]
+            nn.Linear, width, width, bias=config.model.bias, dtype=dtype, device=generator.device
+        )
         for _ in range(depth)
     ]
     with torch.no_grad():
@@ -66,9 +68,10 @@ def draw_input(config: Config, generator: torch.Generator, dtype: torch.dtype) -
     """The input batch, ``(batch_size, width)``, drawn after the weights."""
     data = config.data
     shape = (data.batch_size, config.model.width)
+    device = generator.device
     if data.distribution == "uniform":
-        return torch.empty(shape, dtype=dtype).uniform_(data.low, data.high, generator=generator)
-    x = torch.randn(shape, generator=generator, dtype=dtype)
+        return torch.empty(shape, dtype=dtype, device=device).uniform_(data.low, data.high, generator=generator)
+    x = torch.randn(shape, generator=generator, dtype=dtype, device=device)
     if (data.mean, data.std) != (0.0, 1.0):
         x = x * data.std + data.mean
     return x

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -51,7 +51,8 @@ def _moments_partial(x: torch.Tensor) -> torch.Tensor:
     n = x.numel()
     var, mean = torch.var_mean(x, correction=0)
     nonfinite = n - torch.isfinite(x).sum()
-    return torch.stack([torch.tensor(float(n), dtype=x.dtype, device=x.device), mean, var * n, nonfinite])
+    # torch.full, not torch.tensor: a fill kernel, no host-to-device copy.
+    return torch.stack([torch.full((), n, dtype=x.dtype, device=x.device), mean, var * n, nonfinite])
 
 
 def merge_moments(parts: np.ndarray) -> np.ndarray:
@@ -97,7 +98,7 @@ def saturation(low: float, high: float, margin: float) -> Statistic:
 
     def partial(x: torch.Tensor) -> torch.Tensor:
         hit = (x <= low + margin) | (x >= high - margin)
-        return torch.stack([hit.sum().to(x.dtype), torch.tensor(float(x.numel()), dtype=x.dtype, device=x.device)])
+        return torch.stack([hit.sum().to(x.dtype), torch.full((), x.numel(), dtype=x.dtype, device=x.device)])
 
     return Statistic(
         "saturated",
@@ -108,7 +109,7 @@ def saturation(low: float, high: float, margin: float) -> Statistic:
 
 
 def _zeros_partial(x: torch.Tensor) -> torch.Tensor:
-    rows = torch.tensor([float(x.shape[0])], dtype=x.dtype, device=x.device)
+    rows = torch.full((1,), x.shape[0], dtype=x.dtype, device=x.device)
     return torch.cat([rows, (x != 0).sum(dim=0).to(x.dtype)])  # nonzero count per unit
 
 
@@ -239,13 +240,3 @@ class ForwardProbe:
     def records(self) -> list[Record]:
         """Tidy records of everything recorded so far."""
         return self.accumulator.records()
-
-
-def measure(
-    tensors: Sequence[tuple[int, str, torch.Tensor]], statistics: dict[str, list[Statistic]]
-) -> Iterator[Record]:
-    """Tidy records of statistics of plain tensors (e.g. weights), read back once."""
-    accumulator = Accumulator(statistics)
-    for layer, site, tensor in tensors:
-        accumulator.add((layer, site), tensor)
-    yield from accumulator.records()

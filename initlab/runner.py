@@ -14,18 +14,17 @@ from typing import Any
 
 import pandas as pd
 import torch
+from torch import nn
 
-from initlab import __version__
+from initlab import __version__, devices
 from initlab.config import Config
-from initlab.errors import InitlabError
 from initlab.model import build, draw_input, probe_targets
-from initlab.probes import ForwardProbe, Record, measure, statistics_for
+from initlab.probes import ForwardProbe, Record, statistics_for
 from initlab.regimes import Verdict, classify
 
 #: Column order of the per-layer table: pre-activation, block output, weights.
 _PREFIX = {"pre": "pre_", "post": "", "weight": "weight_"}
 _ORDER = ["std", "mean", "absmax", "nonfinite", "saturated", "zero", "dead"]
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -42,20 +41,6 @@ class Result:
     def summary(self) -> dict[str, Any]:
         """The verdict and its figures, as written to summary.json."""
         return {"name": self.config.name, **self.verdict.as_dict()}
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` -> CUDA when present; a CUDA device that is absent is a clear error."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InitlabError(f"device {spec!r}: CUDA is not available on this machine (use device: cpu or auto)")
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise InitlabError(f"device {spec!r}: only {count} CUDA device(s), ids 0..{count - 1}")
-    return device
 
 
 def layer_table(records: pd.DataFrame, depth: int) -> pd.DataFrame:
@@ -75,32 +60,47 @@ def layer_table(records: pd.DataFrame, depth: int) -> pd.DataFrame:
 def run(config: Config) -> Result:
     """Run the study ``config`` describes and return its results (nothing is written)."""
     started = datetime.now(timezone.utc)
-    device = resolve_device(config.device)
-    dtype = _DTYPES[config.dtype]
-    generator = torch.Generator().manual_seed(config.seed)
-    activation = config.model.activation
+    placement = devices.place(config)
+    devices.check_dtype(placement, config.dtype)
+    devices.check_memory(config, placement)
+    with devices.matmul_precision(config.precision):
+        records, timings = _forward(config, placement)
+    input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
+    table = layer_table(pd.DataFrame.from_records([r for r in records if r["site"] != "input"]), config.model.depth)
+    verdict = classify(table["std"].tolist(), table["nonfinite"].tolist(), config.verdict)
+    meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
+    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta)
+
+
+def _forward(config: Config, placement: devices.Placement) -> tuple[list[Record], dict[str, float]]:
+    """Build, move, run one probed forward pass; every statistic comes back in one transfer."""
+    dtype = devices.DTYPES[config.dtype]
+    # Half types are drawn in float32 and rounded, so they start from the float32 run's weights.
+    draw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    source = placement.device if config.rng == "device" else torch.device("cpu")
+    generator = torch.Generator(device=source).manual_seed(config.seed)
 
     tick = time.perf_counter()
-    model = build(config, generator, dtype)
-    x = draw_input(config, generator, dtype)
-    model, x = model.to(device), x.to(device)
+    model = build(config, generator, draw_dtype)
+    x = draw_input(config, generator, draw_dtype)
+    model, x = model.to(placement.device, dtype), x.to(placement.device, dtype)
     timings = {"build_s": time.perf_counter() - tick}
 
-    sites = {site: statistics_for(site, activation) for site in ("pre", "post")}
+    activation = config.model.activation
+    moments = statistics_for("weight", activation, ["moments"])
+    sites = {site: statistics_for(site, activation) for site in ("pre", "post")} | {"weight": moments, "input": moments}
+    network: nn.Module = model
+    if placement.device_ids:
+        network = nn.DataParallel(model, list(placement.device_ids), placement.output_device)
     tick = time.perf_counter()
     with torch.no_grad(), ForwardProbe(probe_targets(model), sites) as probe:
-        model(x)
-        records: list[Record] = probe.records()
+        for i, linear in enumerate(model.linears()):
+            probe.accumulator.add((i, "weight"), linear.weight)
+        probe.accumulator.add((-1, "input"), x)
+        network(x)
+        records: list[Record] = probe.records()  # the one device-to-host transfer
     timings["forward_s"] = time.perf_counter() - tick
-
-    weights = [(i, "weight", linear.weight) for i, linear in enumerate(model.linears())]
-    records += measure(weights, {"weight": statistics_for("weight", activation, ["moments"])})
-    input_std = next(measure([(-1, "input", x)], {"input": [statistics_for("input", activation, ["moments"])[0]]}))
-    table = layer_table(pd.DataFrame.from_records(records), config.model.depth)
-    verdict = classify(table["std"].tolist(), table["nonfinite"].tolist(), config.verdict)
-    meta = _meta(config, device, started, timings)
-    meta["input_std"] = input_std["value"]
-    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta)
+    return records, timings
 
 
 def _nulls(table: pd.DataFrame) -> pd.DataFrame:
@@ -109,14 +109,14 @@ def _nulls(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _meta(config: Config, device: torch.device, started: datetime, timings: dict[str, float]) -> dict[str, Any]:
+def _meta(config: Config, started: datetime, timings: dict[str, float]) -> dict[str, Any]:
     return {
         "initlab": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "device": str(device),
         "dtype": config.dtype,
+        "rng": config.rng,
         "seed": config.seed,
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

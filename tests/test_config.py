@@ -116,7 +116,7 @@ LINE = re.compile(r"^(?P<where>[^:]+\.yaml:\d+|override '[^']+'): (?P<path>[\w.]
          "unknown gain 'big'; valid: auto, second_moment, std_ratio, torch"),
         ("data:\n  low: 1\n", 2, "data.low", "does not apply to distribution 'normal'"),
         ("device: gpu\n", 1, "device", "allowed: auto, cpu, cuda, cuda:N"),
-        ("dtype: float16\n", 1, "dtype", "'float32' or 'float64'"),
+        ("dtype: float8\n", 1, "dtype", "'float32', 'float64', 'float16' or 'bfloat16'"),
     ],
 )
 def test_bad_values_name_file_line_and_path(write_yaml, text: str, line: int, path: str, what: str) -> None:  # type: ignore[no-untyped-def]
