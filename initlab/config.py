@@ -312,10 +312,13 @@ def apply_override(raw: dict[str, Any], override: str, set_paths: set[tuple[str,
     value = parse_value(text)
     node[last] = value
     set_paths.add(tuple(path))
-    if path[-1] in ("scheme", "name") and isinstance(node, dict):
-        parent_key: Any = path[-2] if len(path) > 1 else ""
-        if parent_key.isdigit():
-            parent_key = int(parent_key)
+    parent_key: Any = path[-2] if len(path) > 1 else ""
+    if parent_key.isdigit():
+        parent_key = int(parent_key)
+    tagged = (path[-1], parent_key) == ("name", "activation") or (
+        path[-1] == "scheme" and (parent_key in ("init", "bias") or isinstance(parent_key, int))
+    )
+    if tagged and isinstance(node, dict):
         accepted = _tag_fields(path[-1], value, parent_key)
         if accepted is not None:
             for key in list(node):

@@ -35,7 +35,7 @@ class Statistic:
     """A statistic computed from partial results that merge exactly across batch slices."""
 
     name: str
-    partial: Callable[[torch.Tensor], torch.Tensor]  # float64 (batch, width) -> 1-D float64
+    partial: Callable[[torch.Tensor], torch.Tensor]  # (batch, width) in any dtype -> 1-D float64
     merge: Callable[[np.ndarray], np.ndarray]  # (parts, k) -> (k,)
     finalize: Callable[[np.ndarray], dict[str, Value]]
 
@@ -48,11 +48,15 @@ def _finite(value: float) -> Value:
 
 
 def _moments_partial(x: torch.Tensor) -> torch.Tensor:
-    n = x.numel()
-    var, mean = torch.var_mean(x, correction=0)
-    nonfinite = n - torch.isfinite(x).sum()
+    xd = x.to(torch.float64)
+    n = xd.numel()
+    mean = xd.mean()
+    # Two passes in float64 (mean, then squared deviations): no cancellation, and squares
+    # of values near float32's limit stay finite.
+    m2 = torch.linalg.vector_norm(xd - mean).square()
+    nonfinite = torch.count_nonzero(x - x)  # x - x is 0 where x is finite and NaN elsewhere
     # torch.full, not torch.tensor: a fill kernel, no host-to-device copy.
-    return torch.stack([torch.full((), n, dtype=x.dtype, device=x.device), mean, var * n, nonfinite])
+    return torch.stack([torch.full((), n, dtype=xd.dtype, device=x.device), mean, m2, nonfinite.to(xd.dtype)])
 
 
 def merge_moments(parts: np.ndarray) -> np.ndarray:
@@ -79,7 +83,8 @@ MOMENTS = Statistic("moments", _moments_partial, merge_moments, _moments_final)
 
 
 def _absmax_partial(x: torch.Tensor) -> torch.Tensor:
-    return x.abs().amax().reshape(1)
+    low, high = torch.aminmax(x)  # one pass, no |x| copy; NaN propagates
+    return torch.maximum(-low, high).to(torch.float64).reshape(1)
 
 
 ABSMAX = Statistic(
@@ -96,9 +101,11 @@ ABSMAX = Statistic(
 def saturation(low: float, high: float, margin: float) -> Statistic:
     """Fraction of outputs within ``margin`` of a bounded activation's range edges."""
 
+    centre, reach = (low + high) / 2, (high - low) / 2 - margin
+
     def partial(x: torch.Tensor) -> torch.Tensor:
-        hit = (x <= low + margin) | (x >= high - margin)
-        return torch.stack([hit.sum().to(x.dtype), torch.full((), x.numel(), dtype=x.dtype, device=x.device)])
+        hits = torch.count_nonzero((x if centre == 0 else x - centre).abs() >= reach)
+        return torch.stack([hits, torch.full((), x.numel(), dtype=hits.dtype, device=x.device)]).to(torch.float64)
 
     return Statistic(
         "saturated",
@@ -109,8 +116,9 @@ def saturation(low: float, high: float, margin: float) -> Statistic:
 
 
 def _zeros_partial(x: torch.Tensor) -> torch.Tensor:
-    rows = torch.full((1,), x.shape[0], dtype=x.dtype, device=x.device)
-    return torch.cat([rows, (x != 0).sum(dim=0).to(x.dtype)])  # nonzero count per unit
+    nonzero = torch.count_nonzero(x, dim=0)  # per unit (column)
+    rows = torch.full((1,), x.shape[0], dtype=nonzero.dtype, device=x.device)
+    return torch.cat([rows, nonzero]).to(torch.float64)
 
 
 def _zeros_final(merged: np.ndarray) -> dict[str, Value]:
@@ -158,7 +166,7 @@ class Accumulator:
         self._sizes: dict[Key, list[int]] = {}  # length of each statistic's partial
 
     def add(self, key: Key, tensor: torch.Tensor) -> None:
-        x = tensor.detach().to(torch.float64)
+        x = tensor.detach()
         partials = [stat.partial(x) for stat in self._statistics[key[1]]]
         part = torch.cat(partials)
         with self._lock:

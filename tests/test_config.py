@@ -81,6 +81,12 @@ def test_overriding_the_scheme_drops_the_old_schemes_arguments(write_yaml) -> No
     assert both.init.weight.label() == "xavier_normal(gain=3.0)"
 
 
+def test_overriding_the_study_name_is_not_a_tag_switch(write_yaml) -> None:  # type: ignore[no-untyped-def]
+    config = load_config(write_yaml(GOOD), ["name=tanh"])
+    assert config.name == "tanh"
+    assert config.model.depth == 10  # nothing else was dropped
+
+
 def test_override_expands_a_bare_activation_name(write_yaml) -> None:  # type: ignore[no-untyped-def]
     path = write_yaml("model: {activation: leaky_relu}\n")
     config = load_config(path, ["model.activation.negative_slope=0.3"])

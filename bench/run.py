@@ -1,0 +1,290 @@
+"""initlab's benchmark suite: where time and memory go, as ratios measured side by side.
+
+    .venv/bin/python bench/run.py            # the suite; writes BENCHMARKS.md
+    .venv/bin/python bench/run.py --smoke    # tiny sizes, seconds; checks the suite runs
+
+Every figure is a ratio of two timings taken in the same run, interleaved (A B A B ...),
+so that a noisy machine slows both sides alike. Timings are the minimum (in-process) or
+median (subprocesses) of several repetitions. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+INITLAB = [PYTHON, "-m", "initlab.cli"]
+
+
+@dataclass
+class Section:
+    title: str
+    target: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def interleaved(a: Callable[[], object], b: Callable[[], object], reps: int) -> tuple[list[float], list[float]]:
+    """Time ``a`` and ``b`` alternately ``reps`` times each (after one warm-up of each)."""
+    a(), b()
+    ta: list[float] = []
+    tb: list[float] = []
+    for _ in range(reps):
+        for fn, out in ((a, ta), (b, tb)):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return ta, tb
+
+
+def sh(cmd: list[str]) -> Callable[[], object]:
+    env = {**os.environ, "COLUMNS": "100"}
+    return lambda: subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=env)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+# ---------------------------------------------------------------- 1. start-up
+
+
+def startup(reps: int) -> Section:
+    section = Section(
+        "Start-up", "`initlab --help` <= 0.3 s and imports no torch; `initlab gain tanh` <= 1.2x `import torch`",
+        ["command", "median", "baseline", "baseline median", "ratio"],
+    )
+    pairs = [
+        (INITLAB + ["--help"], [PYTHON, "-c", "pass"], "python -c pass"),
+        (INITLAB + ["gain", "tanh"], [PYTHON, "-c", "import torch"], 'python -c "import torch"'),
+    ]
+    for cmd, base, base_name in pairs:
+        ta, tb = interleaved(sh(cmd), sh(base), reps)
+        a, b = statistics.median(ta), statistics.median(tb)
+        section.rows.append([f"`initlab {' '.join(cmd[3:])}`", ms(a), base_name, ms(b), f"{a / b:.2f}x"])
+    check = "import sys; from initlab.cli import app\ntry: app(['--help'])\nexcept SystemExit: pass\n" \
+            "print(json.dumps(sorted(m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules)))"
+    out = subprocess.run([PYTHON, "-c", "import json\n" + check], capture_output=True, text=True, cwd=ROOT, check=True)
+    section.notes.append(f"heavy modules imported by `initlab --help`: {out.stdout.strip().splitlines()[-1]}")
+    return section
+
+
+# ---------------------------------------------------------------- 2. probe overhead
+
+
+def _model(depth: int, width: int, batch: int, device: str) -> tuple[Any, Any, Any]:
+    import torch
+
+    from initlab.config import Config
+    from initlab.model import build, draw_input, probe_targets
+    from initlab.probes import statistics_for
+
+    config = Config.model_validate({
+        "model": {"depth": depth, "width": width, "activation": "tanh"},
+        "init": {"scheme": "xavier_uniform", "gain": "auto"}, "data": {"batch_size": batch},
+    })
+    generator = torch.Generator().manual_seed(0)
+    model = build(config, generator, torch.float32).to(device)
+    x = draw_input(config, generator, torch.float32).to(device)
+    sites = {s: statistics_for(s, config.model.activation) for s in ("pre", "post")}
+    return model, x, (probe_targets(model), sites)
+
+
+def probe_overhead(sizes: list[tuple[int, int]], depth: int, reps: int, device: str) -> Section:
+    import torch
+
+    from initlab.probes import ForwardProbe
+
+    section = Section(
+        f"Probe overhead ({device}, depth {depth}, tanh)",
+        "every probe on <= 1.10x the bare forward at width >= 1024, batch >= 1024",
+        ["width", "batch", "bare forward", "probed forward + read-back", "ratio"],
+    )
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for width, batch in sizes:
+        model, x, (targets, sites) = _model(depth, width, batch, device)
+
+        def bare() -> None:
+            with torch.no_grad():
+                model(x)
+            sync()
+
+        def probed() -> None:
+            with torch.no_grad(), ForwardProbe(targets, sites) as probe:
+                model(x)
+                probe.records()
+
+        ta, tb = interleaved(bare, probed, reps)
+        a, b = min(ta), min(tb)
+        section.rows.append([str(width), str(batch), ms(a), ms(b), f"{b / a:.2f}x"])
+        del model, x
+    return section
+
+
+# ---------------------------------------------------------------- 3. end to end
+
+
+def hand_written(config: Any) -> list[float]:
+    """The tutorial's loop: seed, ModuleList of Linear, init, randn, per-layer x.std()."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(config.seed)
+    width, act = config.model.width, config.model.activation.module()
+    layers = nn.ModuleList([nn.Linear(width, width, bias=False) for _ in range(config.model.depth)])
+    with torch.no_grad():
+        for layer in layers:
+            config.init.weight.init_(layer.weight, config.model.activation, None)
+        x = torch.randn(config.data.batch_size, width)
+        stds = []
+        for layer in layers:
+            x = act(layer(x))
+            stds.append(x.std().item())
+    return stds
+
+
+def end_to_end(names: list[str], reps: int) -> Section:
+    import initlab
+    from initlab.results import save_run
+
+    section = Section(
+        "End to end (in-process, classic configs: 100 x 256, batch 16)",
+        "close to the irreducible work: weight generation and the matrix products",
+        ["config", "hand-written script", "initlab.run + save", "ratio", "build", "forward + stats", "write"],
+    )
+    for name in names:
+        config = initlab.load_config(ROOT / "configs" / f"{name}.yaml")
+        with tempfile.TemporaryDirectory() as tmp:
+            timings: dict[str, float] = {}
+
+            def ours() -> None:
+                result = initlab.run(config)
+                start = time.perf_counter()
+                save_run(result, Path(tmp), [])
+                timings.update(result.meta["timings"], write_s=time.perf_counter() - start)
+
+            ta, tb = interleaved(lambda: hand_written(config), ours, reps)
+        a, b = min(ta), min(tb)
+        section.rows.append([
+            name, ms(a), ms(b), f"{b / a:.2f}x",
+            ms(timings["build_s"]), ms(timings["forward_s"]), ms(timings["write_s"]),
+        ])
+    section.notes.append("timings of the split are those of the last repetition")
+    return section
+
+
+# ---------------------------------------------------------------- 5. memory
+
+
+_MEMORY_CHILD = """
+import json, resource, sys
+import initlab
+from initlab.config import Config
+config = Config.model_validate(json.loads(sys.argv[1]))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+initlab.run(config)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"base": base * 1024, "peak": peak * 1024}))
+"""
+
+
+def memory(shapes: list[tuple[int, int]], batch: int) -> Section:
+    section = Section(
+        f"Peak memory (CPU, batch {batch}, float32)",
+        "peak <= 1.5x (parameter bytes + one batch of activations per layer)",
+        ["depth", "width", "parameters", "budget", "peak RSS - baseline", "ratio"],
+    )
+    for depth, width in shapes:
+        config = {"model": {"depth": depth, "width": width, "activation": "relu"},
+                  "init": {"scheme": "kaiming_normal"}, "data": {"batch_size": batch}}
+        out = subprocess.run([PYTHON, "-c", _MEMORY_CHILD, json.dumps(config)], capture_output=True, text=True,
+                             cwd=ROOT, check=True)
+        seen = json.loads(out.stdout.strip().splitlines()[-1])
+        params = depth * width * width * 4
+        budget = params + depth * batch * width * 4
+        used = seen["peak"] - seen["base"]
+        section.rows.append([str(depth), str(width), _mb(params), _mb(budget), _mb(used), f"{used / budget:.2f}x"])
+    section.notes.append("baseline: the RSS of the same process after importing torch and initlab")
+    return section
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"{cpu}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads); "
+            f"Python {platform.python_version()}; GPU: {gpu}")
+
+
+def markdown(sections: list[Section], header: str) -> str:
+    lines = [header, ""]
+    for section in sections:
+        lines += [f"## {section.title}", "", f"Target: {section.target}.", ""]
+        lines += ["| " + " | ".join(section.columns) + " |", "|" + "---|" * len(section.columns)]
+        lines += ["| " + " | ".join(row) + " |" for row in section.rows]
+        lines += [""] + [f"- {note}" for note in section.notes] + ([""] if section.notes else [])
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the suite runs (CI)")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the report")
+    parser.add_argument("--device", default=None, help="also measure probe overhead on this device (e.g. cuda)")
+    args = parser.parse_args()
+    import torch
+
+    if args.smoke:
+        sections = [
+            startup(reps=1),
+            probe_overhead([(32, 8)], depth=4, reps=1, device="cpu"),
+            end_to_end(["tanh-xavier"], reps=1),
+            memory([(4, 32)], batch=4),
+        ]
+    else:
+        sizes = [(256, 16), (256, 1024), (1024, 16), (1024, 1024)]
+        sections = [
+            startup(reps=7),
+            probe_overhead(sizes, depth=100, reps=5, device="cpu"),
+            end_to_end(["linear-normal", "tanh-xavier", "relu-kaiming"], reps=5),
+            memory([(100, 256), (100, 1024), (1000, 256), (1000, 1024)], batch=16),
+        ]
+        device = args.device or ("cuda" if torch.cuda.is_available() else None)
+        if device:
+            gpu_sizes = [*sizes, (4096, 16), (4096, 1024)]
+            sections.insert(2, probe_overhead(gpu_sizes, depth=100, reps=10, device=device))
+    header = f"# Benchmarks\n\n`{' '.join(['python', *sys.argv])}` on {machine()}."
+    text = markdown(sections, header)
+    args.out.write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
