@@ -105,34 +105,38 @@ def _model(depth: int, width: int, batch: int, device: str) -> tuple[Any, Any, A
 
 
 def probe_overhead(sizes: list[tuple[int, int]], depth: int, reps: int, device: str) -> Section:
-    import torch
-
-    from initlab.probes import ForwardProbe
-
     section = Section(
         f"Probe overhead ({device}, depth {depth}, tanh)",
         "every probe on <= 1.10x the bare forward at width >= 1024, batch >= 1024",
         ["width", "batch", "bare forward", "probed forward + read-back", "ratio"],
     )
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for width, batch in sizes:
-        model, x, (targets, sites) = _model(depth, width, batch, device)
-
-        def bare() -> None:
-            with torch.no_grad():
-                model(x)
-            sync()
-
-        def probed() -> None:
-            with torch.no_grad(), ForwardProbe(targets, sites) as probe:
-                model(x)
-                probe.records()
-
-        ta, tb = interleaved(bare, probed, reps)
-        a, b = min(ta), min(tb)
+        a, b = _overhead(depth, width, batch, reps, device)
         section.rows.append([str(width), str(batch), ms(a), ms(b), f"{b / a:.2f}x"])
-        del model, x
     return section
+
+
+def _overhead(depth: int, width: int, batch: int, reps: int, device: str) -> tuple[float, float]:
+    """Best bare and best probed forward time of one model."""
+    import torch
+
+    from initlab.probes import ForwardProbe
+
+    model, x, (targets, sites) = _model(depth, width, batch, device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def bare() -> None:
+        with torch.no_grad():
+            model(x)
+        sync()
+
+    def probed() -> None:
+        with torch.no_grad(), ForwardProbe(targets, sites) as probe:
+            model(x)
+            probe.records()  # reads back, so it synchronises too
+
+    ta, tb = interleaved(bare, probed, reps)
+    return min(ta), min(tb)
 
 
 # ---------------------------------------------------------------- 3. end to end
@@ -158,33 +162,37 @@ def hand_written(config: Any) -> list[float]:
 
 
 def end_to_end(names: list[str], reps: int) -> Section:
-    import initlab
-    from initlab.results import save_run
-
     section = Section(
         "End to end (in-process, classic configs: 100 x 256, batch 16)",
         "close to the irreducible work: weight generation and the matrix products",
         ["config", "hand-written script", "initlab.run + save", "ratio", "build", "forward + stats", "write"],
     )
     for name in names:
-        config = initlab.load_config(ROOT / "configs" / f"{name}.yaml")
-        with tempfile.TemporaryDirectory() as tmp:
-            timings: dict[str, float] = {}
-
-            def ours() -> None:
-                result = initlab.run(config)
-                start = time.perf_counter()
-                save_run(result, Path(tmp), [])
-                timings.update(result.meta["timings"], write_s=time.perf_counter() - start)
-
-            ta, tb = interleaved(lambda: hand_written(config), ours, reps)
-        a, b = min(ta), min(tb)
+        a, b, timings = _end_to_end(name, reps)
         section.rows.append([
             name, ms(a), ms(b), f"{b / a:.2f}x",
             ms(timings["build_s"]), ms(timings["forward_s"]), ms(timings["write_s"]),
         ])
-    section.notes.append("timings of the split are those of the last repetition")
+    section.notes.append("the split (build, forward + stats, write) is that of the last repetition")
     return section
+
+
+def _end_to_end(name: str, reps: int) -> tuple[float, float, dict[str, float]]:
+    import initlab
+    from initlab.results import save_run
+
+    config = initlab.load_config(ROOT / "configs" / f"{name}.yaml")
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def ours() -> None:
+            result = initlab.run(config)
+            start = time.perf_counter()
+            save_run(result, Path(tmp), [])
+            timings.update(result.meta["timings"], write_s=time.perf_counter() - start)
+
+        ta, tb = interleaved(lambda: hand_written(config), ours, reps)
+    return min(ta), min(tb), timings
 
 
 # ---------------------------------------------------------------- 5. memory
