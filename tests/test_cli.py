@@ -95,7 +95,7 @@ def test_gain_shows_every_definition_side_by_side() -> None:
     assert code == 0, err
     assert "1.66667" in out  # calculate_gain('tanh') = 5/3
     assert "1.59254" in out  # 1/sqrt(E[tanh(z)^2])
-    assert "std ratio" in out and "fixed point" in out
+    assert "std ratio" in out and "q*=" in out and "stable" in out  # the variance map's fixed point
     assert "odd" in out  # the one-line explanation
 
 
