@@ -7,12 +7,15 @@ Heavy modules (torch, pandas, the runner) are imported inside the commands so th
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
+
+if TYPE_CHECKING:
+    from initlab.compare import SweepFolder
 
 app = typer.Typer(
     name="initlab",
@@ -22,7 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
 
 
 @app.callback()
@@ -156,6 +158,173 @@ def gain(
         else:
             Console().print(report.gain_table(reports[0]))
             Console().print(report.gain_explanation(reports[0]))
+
+
+_SPEC_HELP = (
+    "Names and aliases as in configs, comma-separated, arguments after a colon: "
+    "normal:std=1,xavier:gain=auto. A key=value without a colon belongs to the name before it, "
+    "so normal:std=1,mean=0.5,xavier is two schemes."
+)
+_BASE = "Base network: "
+
+
+@app.command()
+def compare(
+    schemes: Annotated[
+        str | None, typer.Option("--schemes", help=f"Init schemes, the matrix's rows. {_SPEC_HELP}", show_default=False)
+    ] = None,
+    activations: Annotated[
+        str | None,
+        typer.Option("--activations", show_default=False,
+                     help="Activations, the matrix's columns, same syntax (tanh,leaky_relu:negative_slope=0.2). "
+                     "Default: the base network's activation."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", show_default=False,
+                     help="YAML config of the base network. Default: the classic study: 100 blocks of width 256, "
+                     "batch 16, no bias, linear, seed 0."),
+    ] = None,
+    depth: Annotated[int | None, typer.Option("--depth", min=1, help=_BASE + "number of blocks.")] = None,
+    width: Annotated[int | None, typer.Option("--width", min=1, help=_BASE + "width of every block.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help=_BASE + "inputs per batch.")] = None,
+    bias: Annotated[bool | None, typer.Option("--bias/--no-bias", help=_BASE + "Linear layers with bias.")] = None,
+    activation: Annotated[
+        str | None, typer.Option("--activation", help=_BASE + "activation, e.g. tanh or leaky_relu:negative_slope=0.2.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help=_BASE + "seed; --seeds N uses S..S+N-1.")] = None,
+    seeds: Annotated[
+        int, typer.Option("--seeds", min=1, help="Seeds per cell; a cell shows its median trace's verdict.")
+    ] = 1,
+    depths: Annotated[
+        str | None, typer.Option("--depths", help="Depths to sweep, e.g. 10,50,100: one matrix per depth and width.")
+    ] = None,
+    widths: Annotated[str | None, typer.Option("--widths", help="Widths to sweep, e.g. 64,256,1024.")] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option("--layers", help="Layers of the std table, e.g. 0,10,-1. Default: 0, 1, 10%, 50%, last."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Root folder of results. [default: results]")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Finish the sweep in this results folder: run only its missing cells.",
+                     show_default=False),
+    ] = None,
+    save: Annotated[bool, typer.Option("--save/--no-save", help="Write the results folder.")] = True,
+    json_output: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """The regime matrix: one network under several init schemes (and activations, depths, widths, seeds)."""
+    with user_errors(debug):
+        from initlab import compare as sweeps
+
+        chosen = sweeps.parse_ints(layers, "--layers", minimum=None) if layers else None
+        folder: sweeps.SweepFolder | None = None
+        if resume is not None:
+            _refuse_with_resume({
+                "--schemes": schemes, "--activations": activations, "--config": config, "--depth": depth,
+                "--width": width, "--batch-size": batch_size, "--bias/--no-bias": bias, "--activation": activation,
+                "--seed": seed, "--seeds": seeds if seeds != 1 else None, "--depths": depths, "--widths": widths,
+                "--out": out, "--no-save": None if save else True,
+            })
+            folder, plan = sweeps.SweepFolder.open(resume, sys.argv)
+        else:
+            base = sweeps.base_config(
+                config, depth=_one(depth, depths, "depth"), width=_one(width, widths, "width"),
+                batch_size=batch_size, bias=bias, activation=_one(activation, activations, "activation"), seed=seed,
+            )
+            plan = sweeps.plan_sweep(
+                base, sweeps.parse_schemes(_required(schemes)),
+                sweeps.parse_activations(activations) if activations else (),
+                sweeps.parse_ints(depths, "--depths") if depths else (),
+                sweeps.parse_ints(widths, "--widths") if widths else (), seeds,
+            )
+        _check_layers(chosen, plan.axes["depths"])
+        if resume is None and save:  # only now: bad input above writes nothing
+            folder = sweeps.SweepFolder.create(out or Path("results"), plan, sys.argv)
+        with _progress_bar(not json_output and len(plan.runs) > 1) as progress:
+            try:
+                comparison = sweeps.sweep(plan, folder, progress)
+            except KeyboardInterrupt:
+                _interrupted(folder, len(plan.runs))
+        from rich.console import Console
+
+        from initlab import report
+
+        where = folder.path if folder is not None else None
+        if json_output:
+            typer.echo(report.compare_json(comparison, where), nl=False)
+        else:
+            report.print_compare(Console(), comparison, chosen, where)
+        if comparison.failed:
+            raise typer.Exit(1)
+
+
+_T = TypeVar("_T")
+
+
+def _one(flag: _T | None, axis: str | None, name: str) -> _T | None:
+    """A base flag, refused next to the axis that replaces it (--depth with --depths)."""
+    from initlab.errors import InitlabError
+
+    if flag is not None and axis is not None:
+        raise InitlabError(f"--{name} and --{name}s: give one (--{name}s sweeps, --{name} sets the base network)")
+    return flag
+
+
+def _required(schemes: str | None) -> str:
+    from initlab import schemes as registry
+    from initlab.errors import InitlabError
+
+    if schemes is None:
+        valid = ", ".join(registry.names())
+        raise InitlabError(f"--schemes is required, e.g. --schemes xavier,kaiming; valid: {valid}")
+    return schemes
+
+
+def _refuse_with_resume(given: Mapping[str, object]) -> None:
+    from initlab.errors import InitlabError
+
+    extra = [name for name, value in given.items() if value is not None]
+    if extra:
+        raise InitlabError(f"--resume takes the sweep from its folder; drop {', '.join(extra)}")
+
+
+def _check_layers(chosen: list[int] | None, depths: list[int]) -> None:
+    from initlab.errors import InitlabError
+
+    if chosen is not None and not any(-d <= layer < d for layer in chosen for d in depths):
+        raise InitlabError(f"--layers: no layer of {chosen} exists at depth {', '.join(map(str, depths))}")
+
+
+@contextmanager
+def _progress_bar(wanted: bool) -> Iterator[Callable[[int, int, object], None] | None]:
+    """A progress bar on stderr when it is a terminal and ``wanted``; yields the sweep's callback."""
+    if not (wanted and sys.stderr.isatty()):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("cells", total=None)
+
+        def update(done: int, total: int, cell: object) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _interrupted(folder: SweepFolder | None, total: int) -> NoReturn:
+    """Say what an interrupted sweep kept and how to finish it; exit 130 (the shell's code for Ctrl-C)."""
+    if folder is None:
+        typer.echo("interrupted; nothing was written (--no-save)", err=True)
+    else:
+        done = len(folder.finished())
+        typer.echo(f"interrupted: {done} of {total} cell runs are written in {folder.path}", err=True)
+        typer.echo(f"resume with: initlab compare --resume {folder.path}", err=True)
+    raise typer.Exit(130)
 
 
 def main() -> None:

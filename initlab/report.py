@@ -17,6 +17,8 @@ from initlab.results import table_records, to_json
 if TYPE_CHECKING:
     import pandas as pd
 
+    from initlab.compare import Comparison
+
 #: One colour per regime, shared by tables and plots.
 COLOURS = {"explosion": "red", "vanishing": "blue", "stable": "green"}
 PLOT_COLOURS = {"explosion": "#d62728", "vanishing": "#1f77b4", "stable": "#2ca02c"}
@@ -177,3 +179,164 @@ def gain_json(reports: Sequence[Any]) -> str:
     from dataclasses import asdict
 
     return to_json({"gains": [asdict(report) for report in reports]})
+
+
+# ---------------------------------------------------------------- compare
+
+
+def cell_text(row: dict[str, Any]) -> Text:
+    """One matrix cell: the verdict, growth per layer, first non-finite layer, seed agreement."""
+    if row["status"] == "failed":
+        return Text("FAILED", style="bold yellow")
+    if row["regime"] is None:
+        return Text("not run", style="dim")
+    style = COLOURS[row["regime"]]
+    text = Text(row["regime"].upper(), style=f"bold {style}")
+    text.append(f"\nx{fmt(row['growth_per_layer'], 3)}/layer", style=style)
+    if row["first_nonfinite_layer"] is not None:
+        text.append(f"\nnonfinite@{row['first_nonfinite_layer']}", style=style)
+    if row["seeds"] > 1:
+        text.append(f"\n{row['agree']}/{row['finished']} seeds agree", style=style)
+        if row["finished"] < row["seeds"]:
+            text.append(f" ({row['seeds'] - row['finished']} not run)", style="dim")
+    return text
+
+
+def _rows(summary: pd.DataFrame) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Summary rows by (scheme, activation, depth, width), missing values as None."""
+    records = table_records(summary)
+    return {(r["scheme"], r["activation"], r["depth"], r["width"]): r for r in records}
+
+
+def _shapes(axes: dict[str, list[Any]]) -> list[tuple[int, int]]:
+    return [(depth, width) for depth in axes["depths"] for width in axes["widths"]]
+
+
+def compare_matrices(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> list[Table]:
+    """The regime matrix, rows schemes and columns activations; one per (depth, width)."""
+    rows = _rows(summary)
+    seeds = len(axes["seeds"])
+    tables = []
+    for depth, width in _shapes(axes):
+        title = f"regime matrix: depth {depth}, width {width}, {seeds} seed{'s' if seeds > 1 else ''}"
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_lines=True,
+                      min_width=len(title))
+        table.add_column("scheme")
+        for activation in axes["activations"]:
+            table.add_column(activation)
+        for scheme in axes["schemes"]:
+            cells = [cell_text(rows[(scheme, activation, depth, width)]) for activation in axes["activations"]]
+            table.add_row(_break_label(scheme), *cells)
+        tables.append(table)
+    return tables
+
+
+def compare_failures(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> Text | None:
+    """One line per failed scheme and error, naming the cells it failed in; None when nothing failed."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    several = len(_shapes(axes)) > 1
+    for r in table_records(summary):
+        if r["status"] == "failed":
+            where = r["activation"] + (f" (depth {r['depth']}, width {r['width']})" if several else "")
+            groups.setdefault((r["scheme"], r["error"]), []).append(where)
+    if not groups:
+        return None
+    text = Text()
+    for (scheme, error), cells in groups.items():
+        text.append("failed: ", style="bold yellow")
+        text.append(f"{scheme} with {', '.join(cells)}: {error}\n")
+    text.rstrip()
+    return text
+
+
+def pick_layers(depth: int, chosen: Sequence[int] | None) -> list[int]:
+    """Layers of the side-by-side table: ``chosen`` (negative from the end) or 0, 1, 10%, 50%, last."""
+    if chosen is None:
+        chosen = [0, 1, depth // 10, depth // 2, depth - 1]
+    return sorted({layer % depth for layer in chosen if -depth <= layer < depth})
+
+
+def std_tables(
+    traces: pd.DataFrame, axes: dict[str, list[Any]], chosen: Sequence[int] | None, width: int
+) -> list[Table]:
+    """Median block-output std at a few layers, one column per cell, split to fit ``width`` columns."""
+    tables = []
+    for depth, net_width in _shapes(axes):
+        layers = pick_layers(depth, chosen)
+        shape = traces[(traces["depth"] == depth) & (traces["width"] == net_width)]
+        median = {(s, a, int(layer)): m for s, a, layer, m in
+                  zip(shape["scheme"], shape["activation"], shape["layer"], shape["median"], strict=True)}
+        drawn = set(zip(shape["scheme"], shape["activation"], strict=True))
+        cells = [(s, a) for a in axes["activations"] for s in axes["schemes"] if (s, a) in drawn]
+        title = f"std by layer (median over seeds): depth {depth}, width {net_width}"
+        for chunk in _fit(cells, width):
+            headers = [[activation, *_break_label(scheme).splitlines()] for scheme, activation in chunk]
+            lines = max(len(h) for h in headers)
+            table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                          min_width=len(title))
+            table.add_column("layer", justify="right", vertical="bottom")
+            for header in headers:  # pad to equal height: Rich aligns headers at the bottom
+                table.add_column("\n".join(header + [""] * (lines - len(header))), justify="right")
+            for layer in layers:
+                table.add_row(str(layer), *[_std_text(median.get((s, a, layer))) for s, a in chunk])
+            tables.append(table)
+    return tables
+
+
+def _break_label(label: str) -> str:
+    """``xavier_uniform(gain=auto)`` over two lines, so columns stay narrow."""
+    name, paren, rest = label.partition("(")
+    return f"{name}\n{paren}{rest}" if paren else name
+
+
+def _fit(cells: list[tuple[str, str]], width: int) -> list[list[tuple[str, str]]]:
+    """Consecutive groups of cells whose columns fit in ``width`` characters next to the layer column."""
+    chunks: list[list[tuple[str, str]]] = [[]]
+    used = len("layer")
+    for scheme, activation in cells:
+        need = 2 + max(9, len(activation), *(len(line) for line in _break_label(scheme).splitlines()))
+        if chunks[-1] and used + need > width:
+            chunks.append([])
+            used = len("layer")
+        chunks[-1].append((scheme, activation))
+        used += need
+    return chunks
+
+
+def _std_text(value: float | None) -> Text:
+    if value is None:
+        return Text("-", style="dim")
+    if math.isinf(value):
+        return Text("nonfinite", style=COLOURS["explosion"])
+    return Text(fmt(value, 3))
+
+
+def print_compare(
+    console: Console, comparison: Comparison, layers: Sequence[int] | None, folder: Path | None
+) -> None:
+    """The terminal report of a comparison: matrices, failures, the side-by-side std table."""
+    axes = comparison.plan.axes
+    for table in compare_matrices(comparison.summary, axes):
+        console.print(table)
+    failures = compare_failures(comparison.summary, axes)
+    if failures is not None:
+        console.print(failures)
+        console.print()
+    for table in std_tables(comparison.traces, axes, layers, console.width):
+        console.print(table)
+    if folder is not None:
+        console.print(f"results: {folder}")
+
+
+def compare_json(comparison: Comparison, folder: Path | None) -> str:
+    """The ``--json`` document of a comparison."""
+    return to_json(
+        {
+            "axes": comparison.plan.axes,
+            "summary": table_records(comparison.summary),
+            "failed": comparison.failed,
+            "cells": [run.as_dict() for run in comparison.plan.runs],
+            "layers": table_records(comparison.layers),
+            "results_dir": str(folder) if folder is not None else None,
+        }
+    )

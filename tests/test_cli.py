@@ -77,17 +77,18 @@ def test_debug_shows_the_traceback() -> None:
     assert "no such config file" in str(result.exception)
 
 
-def test_help_does_not_import_torch() -> None:
+def test_help_does_not_import_torch_pandas_or_matplotlib() -> None:
     code = (
         "import sys\n"
         "from initlab.cli import app\n"
         "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
         "assert 'pandas' not in sys.modules, 'pandas imported'\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert "Commands" in done.stdout and "run" in done.stdout
+    assert "Commands" in done.stdout and "run" in done.stdout and "compare" in done.stdout
 
 
 def test_gain_shows_every_definition_side_by_side() -> None:

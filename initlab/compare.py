@@ -1,0 +1,616 @@
+"""The regime matrix: one network under several init schemes, activations, depths, widths and seeds.
+
+A sweep is *planned* from a base :class:`~initlab.config.Config` and its axes: every
+(scheme, activation, depth, width) is a **cell**, and every seed of a cell is one fully
+resolved ``Config``, validated exactly as a config file is. Each of them is run by
+:func:`initlab.runner.run`, so its numbers equal ``initlab run`` on that config by
+construction. A resolved config is identified by the first 12 hex digits of the sha256 of
+its JSON (which includes the seed); that id names its folder ``cells/<id>/``.
+
+The per-seed tables are *aggregated* into a tidy table (one row per cell, seed and layer)
+and a summary (one row per cell). A cell's verdict is :func:`initlab.regimes.classify`
+on its **median trace**: the per-layer median of the block-output std over its seeds,
+where a non-finite output counts as +inf (so the median trace goes non-finite where most
+seeds do). ``agree`` counts the seeds whose own verdict is the same.
+
+Nothing here prints. Progress is reported through a callback; files are written only
+through a :class:`SweepFolder`, one finished cell at a time, so an interrupted sweep keeps
+what it finished and :func:`sweep` on the same folder runs only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from initlab import __version__
+from initlab.activations import Activation
+from initlab.config import (
+    Config,
+    VerdictConfig,
+    format_errors,
+    load_config,
+    parse_cli_choice,
+    parse_value,
+    to_yaml,
+)
+from initlab.errors import InitlabError
+from initlab.regimes import classify
+from initlab.results import csv_text, git_commit, run_id, to_json, write_folder
+from initlab.schemes import Scheme
+
+#: Columns that say which cell and seed a row of the tidy table belongs to.
+ID_COLUMNS = ["cell", "scheme", "activation", "depth", "width", "seed"]
+#: The axes of the matrix, in the order cells are planned, sorted and shown.
+CELL_KEYS = ["scheme", "activation", "depth", "width"]
+PLAN_FORMAT = "initlab-compare/1"
+
+# ---------------------------------------------------------------- specs
+
+
+def split_specs(text: str, option: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Split ``name:key=value,key=value,name2`` into ``[(name, [(key, value_text), ...]), ...]``.
+
+    Commas separate both specs and a spec's arguments, so a fragment with ``=`` and no
+    ``:`` continues the previous spec: ``normal:std=1,mean=0.5,xavier`` is two specs.
+    """
+    specs: list[tuple[str, list[tuple[str, str]]]] = []
+    for fragment in (part.strip() for part in text.split(",")):
+        if not fragment:
+            raise InitlabError(f"{option} {text!r}: empty name (a stray comma?)")
+        name, colon, rest = fragment.partition(":")
+        if not colon and "=" in fragment:  # an argument of the spec before it
+            if not specs:
+                raise InitlabError(f"{option} {text!r}: {fragment!r} needs a name first, e.g. normal:std=1")
+            specs[-1][1].append(_key_value(fragment, option, text))
+            continue
+        if not name.strip():
+            raise InitlabError(f"{option} {text!r}: {fragment!r} has no name before ':'")
+        specs.append((name.strip(), [_key_value(rest, option, text)] if colon else []))
+    return specs
+
+
+def _key_value(fragment: str, option: str, text: str) -> tuple[str, str]:
+    key, sep, value = fragment.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise InitlabError(f"{option} {text!r}: expected key=value after ':', got {fragment!r}")
+    return key.strip(), value.strip()
+
+
+def _spec_dicts(text: str, option: str, tag: str) -> list[dict[str, Any]]:
+    out = []
+    for name, args in split_specs(text, option):
+        keys = [key for key, _ in args]
+        duplicate = next((key for key in keys if keys.count(key) > 1), None)
+        if duplicate is not None:
+            raise InitlabError(f"{option} {text!r}: {duplicate!r} given twice for {name!r}")
+        out.append({tag: name, **{key: parse_value(value) for key, value in args}})
+    return out
+
+
+def parse_schemes(text: str, option: str = "--schemes") -> list[Scheme]:
+    """Weight schemes from ``name[:key=value,...],...`` (config names, aliases and arguments)."""
+    return [parse_cli_choice("scheme", spec, option) for spec in _spec_dicts(text, option, "scheme")]
+
+
+def parse_activations(text: str, option: str = "--activations") -> list[Activation]:
+    """Activations from ``name[:key=value,...],...``, e.g. ``tanh,leaky_relu:negative_slope=0.2``."""
+    return [parse_cli_choice("activation", spec, option) for spec in _spec_dicts(text, option, "name")]
+
+
+def activation_overrides(text: str, option: str = "--activation") -> list[str]:
+    """Config overrides that set ``model.activation`` to one spec (arguments kept as written)."""
+    specs = split_specs(text, option)
+    if len(specs) != 1:
+        raise InitlabError(f"{option} {text!r}: expected one activation")
+    name, args = specs[0]
+    return [f"model.activation.name={name}"] + [f"model.activation.{key}={value}" for key, value in args]
+
+
+def base_config(
+    path: Path | None,
+    *,
+    depth: int | None = None,
+    width: int | None = None,
+    batch_size: int | None = None,
+    bias: bool | None = None,
+    activation: str | None = None,
+    seed: int | None = None,
+) -> Config:
+    """The base network: ``path`` (or the classic study's defaults, named ``compare``) with the given
+    fields overridden through :func:`initlab.config.load_config`, so precedence lives in one place."""
+    overrides = [] if path is not None else ["name=compare"]
+    for key, value in (("model.depth", depth), ("model.width", width), ("data.batch_size", batch_size),
+                       ("seed", seed)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if bias is not None:
+        overrides.append(f"model.bias={str(bias).lower()}")
+    if activation is not None:
+        parse_activations(activation, "--activation")  # errors name the option, not an override
+        overrides += activation_overrides(activation)
+    return load_config(path, overrides)
+
+
+def parse_ints(text: str, option: str, minimum: int | None = 1) -> list[int]:
+    """Comma-separated integers (each ``>= minimum`` unless it is None), without repeats."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise InitlabError(f"{option} {text!r}: expected comma-separated integers{bound}, e.g. 10,50,100") from None
+    low = next((v for v in values if minimum is not None and v < minimum), None)
+    if low is not None:
+        raise InitlabError(f"{option} {text!r}: {low} is below {minimum}")
+    _no_repeats(values, option)
+    return values
+
+
+def _no_repeats(values: Iterable[Any], option: str) -> None:
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise InitlabError(f"{option}: {value} given twice")
+        seen.add(value)
+
+
+# ---------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class CellRun:
+    """One seed of one cell: its resolved config, or why it has none."""
+
+    cell: str  # 12 hex digits of sha256(resolved config JSON); names cells/<cell>/
+    scheme: str
+    activation: str
+    depth: int
+    width: int
+    seed: int
+    config: Config | None
+    raw: dict[str, Any]  # the mapping that was validated (the resolved config when valid)
+    error: str | None = None
+
+    @property
+    def position(self) -> tuple[str, str, int, int]:
+        """Where the run sits in the matrix: (scheme, activation, depth, width)."""
+        return (self.scheme, self.activation, self.depth, self.width)
+
+    def ids(self) -> dict[str, Any]:
+        """The identifying columns of the tidy table."""
+        return {"cell": self.cell, "scheme": self.scheme, "activation": self.activation,
+                "depth": self.depth, "width": self.width, "seed": self.seed}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.ids(), "config": self.raw, "error": self.error}
+
+
+#: ``progress(done, total, cell)`` after each cell run (``cell`` is None for the first call, done = 0).
+Progress = Callable[[int, int, CellRun | None], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every cell run of a sweep, in matrix order, and the axes they were planned from."""
+
+    name: str
+    axes: dict[str, list[Any]]  # schemes, activations (labels), depths, widths, seeds
+    runs: tuple[CellRun, ...]
+    argv: list[str] = field(default_factory=list)
+
+    def positions(self) -> list[tuple[str, str, int, int]]:
+        """The matrix cells, in plan order, each once."""
+        return list(dict.fromkeys(run.position for run in self.runs))
+
+    def to_json(self) -> str:
+        return to_json({"format": PLAN_FORMAT, "name": self.name, "argv": self.argv, "axes": self.axes,
+                        "runs": [run.as_dict() for run in self.runs]})
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> Plan:
+        """Read a plan written by :meth:`to_json`, re-validating every stored config."""
+        try:
+            data = json.loads(text)
+            if data.get("format") != PLAN_FORMAT:
+                raise ValueError(f"format is {data.get('format')!r}, not {PLAN_FORMAT!r}")
+            runs = tuple(_stored_run(entry) for entry in data["runs"])
+            return cls(str(data["name"]), dict(data["axes"]), runs, list(data.get("argv", [])))
+        except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as err:
+            raise InitlabError(f"{source}: not a readable compare plan ({str(err).splitlines()[0]})") from None
+
+
+def _stored_run(entry: dict[str, Any]) -> CellRun:
+    config = Config.model_validate(entry["config"]) if entry["error"] is None else None
+    if config is not None and config_hash(config) != entry["cell"]:
+        raise ValueError(f"cell {entry['cell']}: its config no longer hashes to its id")
+    fields = {k: entry[k] for k in ("cell", "scheme", "activation", "depth", "width", "seed", "error")}
+    return CellRun(config=config, raw=entry["config"], **fields)
+
+
+def config_hash(config: Config) -> str:
+    """A cell run's id: the first 12 hex digits of sha256 of its resolved config's JSON."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+
+
+def plan_sweep(
+    base: Config,
+    schemes: Sequence[Scheme],
+    activations: Sequence[Activation] = (),
+    depths: Sequence[int] = (),
+    widths: Sequence[int] = (),
+    seeds: int = 1,
+) -> Plan:
+    """Every (scheme, activation, depth, width, seed) of a sweep as a resolved config.
+
+    Empty axes take the base config's value; seeds are ``base.seed``, ``base.seed + 1``, ...
+    A scheme replaces the base's weight scheme (its per-layer overrides and bias scheme
+    stay). A combination that does not validate (``gain: torch`` on gelu, say) is planned
+    as a failed run carrying the error, so the other cells still run.
+    """
+    if not schemes:
+        raise InitlabError("give at least one scheme")
+    acts = list(activations) or [base.model.activation]
+    axes: dict[str, list[Any]] = {
+        "schemes": [s.label() for s in schemes], "activations": [a.label() for a in acts],
+        "depths": list(depths) or [base.model.depth], "widths": list(widths) or [base.model.width],
+        "seeds": [base.seed + i for i in range(seeds)],
+    }
+    for name in ("schemes", "activations"):
+        _no_repeats(axes[name], f"--{name}")
+    runs = tuple(
+        _resolve(base, scheme, act, depth, width, seed)
+        for scheme in schemes for act in acts
+        for depth in axes["depths"] for width in axes["widths"] for seed in axes["seeds"]
+    )
+    return Plan(base.name, axes, runs)
+
+
+def _resolve(base: Config, scheme: Scheme, act: Activation, depth: int, width: int, seed: int) -> CellRun:
+    raw = base.model_dump(mode="json")
+    raw["seed"] = seed
+    raw["model"] = {**raw["model"], "activation": act.model_dump(mode="json"), "depth": depth, "width": width}
+    raw["init"] = {**scheme.model_dump(mode="json"), "layers": raw["init"]["layers"], "bias": raw["init"]["bias"]}
+    where: dict[str, Any] = {"scheme": scheme.label(), "activation": act.label(), "depth": depth, "width": width,
+                             "seed": seed}
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as err:
+        error = "; ".join(line.removeprefix(": ") for line in format_errors(err, raw, {}, "", {}))
+        cell = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+        return CellRun(cell=cell, config=None, raw=raw, error=error, **where)
+    return CellRun(cell=config_hash(config), config=config, raw=config.model_dump(mode="json"), **where)
+
+
+# ---------------------------------------------------------------- run
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A cell run's per-layer table and verdict, or its error."""
+
+    run: CellRun
+    layers_csv: str | None = None  # exactly the bytes of its layers.csv
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+
+    def layers(self) -> pd.DataFrame:
+        """The per-layer table, read back from its CSV text so memory and disk agree exactly."""
+        assert self.layers_csv is not None
+        return read_csv(self.layers_csv)
+
+
+def read_csv(text: str) -> pd.DataFrame:
+    """A CSV written by :func:`initlab.results.csv_text`, floats read back bit for bit."""
+    if _PANDAS_MAJOR >= 3:  # round-trip exact by default; the option is deprecated
+        return pd.read_csv(io.StringIO(text))
+    return pd.read_csv(io.StringIO(text), float_precision="round_trip")
+
+
+_PANDAS_MAJOR = int(pd.__version__.split(".")[0])
+
+
+def run_cell(cell: CellRun) -> Outcome:
+    """Run one cell with :func:`initlab.runner.run`; a user-facing error becomes a failed outcome."""
+    from initlab.runner import run
+
+    if cell.config is None:
+        return Outcome(cell, error=cell.error)
+    try:
+        result = run(cell.config)
+    # Schemes reject bad argument combinations (uniform with a > b) with ValueError.
+    except (InitlabError, ValueError) as err:
+        return Outcome(cell, error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+    return Outcome(cell, csv_text(result.layers), result.summary)
+
+
+def sweep(plan: Plan, folder: SweepFolder | None = None, progress: Progress | None = None) -> Comparison:
+    """Run every cell of ``plan`` not yet in ``folder`` and aggregate all that are finished.
+
+    Each finished cell is written to ``folder`` at once; the aggregates are written at the
+    end, and also when a KeyboardInterrupt stops the sweep (which is then re-raised).
+    """
+    started = time.perf_counter()
+    outcomes = folder.load(plan) if folder is not None else {}
+    todo = [cell for cell in plan.runs if cell.cell not in outcomes]
+    if progress is not None:
+        progress(0, len(todo), None)
+    try:
+        for done, cell in enumerate(todo, 1):
+            outcome = run_cell(cell)
+            if folder is not None and outcome.error is None:
+                folder.save(outcome)
+            outcomes[cell.cell] = outcome
+            if progress is not None:
+                progress(done, len(todo), cell)
+    except KeyboardInterrupt:
+        if folder is not None:
+            folder.finish(aggregate(plan, outcomes), time.perf_counter() - started, interrupted=True)
+        raise
+    comparison = aggregate(plan, outcomes)
+    if folder is not None:
+        folder.finish(comparison, time.perf_counter() - started, interrupted=False)
+    return comparison
+
+
+# ---------------------------------------------------------------- aggregate
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A sweep's results so far."""
+
+    plan: Plan
+    layers: pd.DataFrame  # tidy: one row per (cell, seed, layer): ID_COLUMNS, layer, per-layer columns
+    summary: pd.DataFrame  # one row per cell: CELL_KEYS, status, seeds, agree, median-trace verdict
+    traces: pd.DataFrame  # per cell and layer: median, low, high std over seeds (non-finite: inf / skipped)
+    failed: list[dict[str, Any]]  # one entry per failed cell run: ids and error
+
+    @property
+    def missing(self) -> int:
+        """Cell runs neither finished nor failed (an interrupted sweep)."""
+        return len(self.plan.runs) - self.layers["cell"].nunique() - len(self.failed)
+
+
+def aggregate(plan: Plan, outcomes: dict[str, Outcome]) -> Comparison:
+    """The tidy table, median traces and per-cell summary of the finished ``outcomes``."""
+    ordered = [outcomes[run.cell] for run in plan.runs if run.cell in outcomes]
+    ok = [o for o in ordered if o.error is None]
+    layers = tidy_layers(ok)
+    traces = median_traces(layers)
+    failed = [{**o.run.ids(), "error": o.error} for o in ordered if o.error is not None]
+    summary = summarise(plan, ok, traces, failed)
+    return Comparison(plan, layers, summary, traces, failed)
+
+
+def tidy_layers(outcomes: Sequence[Outcome]) -> pd.DataFrame:
+    """One row per (cell, seed, layer), in plan order: ids first, then the per-layer columns."""
+    frames = [o.layers().assign(**o.run.ids()) for o in outcomes]
+    if not frames:
+        empty: pd.DataFrame = pd.DataFrame(columns=[*ID_COLUMNS, "layer", "std", "nonfinite"])
+        return empty
+    table = pd.concat(frames, ignore_index=True)
+    ordered: pd.DataFrame = table[ID_COLUMNS + _merged_columns([list(f.columns) for f in frames], ID_COLUMNS)]
+    return ordered
+
+
+def _merged_columns(orders: Sequence[list[str]], skip: Sequence[str]) -> list[str]:
+    """All columns once, each new one placed before the column that follows it where it first
+    appears, so statistics only some activations have (saturated, dead) stay among their kin."""
+    merged: list[str] = []
+    for order in orders:
+        successor: str | None = None
+        for column in reversed([c for c in order if c not in skip]):
+            if column not in merged:
+                merged.insert(merged.index(successor) if successor is not None else len(merged), column)
+            successor = column
+    return merged
+
+
+def median_traces(layers: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and layer: the median std over seeds (non-finite as +inf), and the range of the finite ones."""
+    bad = (layers["nonfinite"] > 0) | ~np.isfinite(layers["std"].astype("float64"))
+    frame = layers[CELL_KEYS + ["seed", "layer"]].assign(
+        as_inf=layers["std"].where(~bad, np.inf).astype("float64"),
+        finite=layers["std"].where(~bad).astype("float64"),
+    )
+    grouped = frame.groupby(CELL_KEYS + ["layer"], sort=False)
+    out = pd.DataFrame({
+        "median": grouped["as_inf"].median(), "low": grouped["finite"].min(), "high": grouped["finite"].max(),
+        "seeds": grouped["seed"].count(),
+    })
+    flat: pd.DataFrame = out.reset_index()
+    return flat
+
+
+_SUMMARY_FIGURES = ["nonfinite", "first_nonfinite_layer", "first_zero_layer", "first_std", "last_std", "ratio",
+                    "growth_per_layer", "trend_t", "reason"]
+
+
+def summarise(
+    plan: Plan, ok: Sequence[Outcome], traces: pd.DataFrame, failed: Sequence[dict[str, Any]]
+) -> pd.DataFrame:
+    """One row per cell: status, seed counts, the median trace's verdict and figures, any error."""
+    regimes: dict[tuple[str, str, int, int], list[str]] = {}
+    for outcome in ok:
+        assert outcome.summary is not None
+        regimes.setdefault(outcome.run.position, []).append(outcome.summary["regime"])
+    errors: dict[tuple[str, str, int, int], list[str]] = {}
+    for entry in failed:
+        errors.setdefault((entry["scheme"], entry["activation"], entry["depth"], entry["width"]), []).append(
+            entry["error"]
+        )
+    by_cell = {key: group for key, group in traces.groupby(CELL_KEYS, sort=False)}
+    thresholds = {run.position: run.config.verdict for run in plan.runs if run.config is not None}
+    planned = len(plan.axes["seeds"])
+    rows = [
+        _summary_row(position, planned, regimes.get(position, []), errors.get(position, []),
+                     by_cell.get(position), thresholds.get(position))
+        for position in plan.positions()
+    ]
+    return _summary_frame(rows)
+
+
+def _summary_row(
+    position: tuple[str, str, int, int],
+    planned: int,
+    regimes: list[str],
+    errors: list[str],
+    trace: pd.DataFrame | None,
+    thresholds: VerdictConfig | None,
+) -> dict[str, Any]:
+    status: Literal["done", "failed", "missing"] = (
+        "failed" if errors else "done" if len(regimes) == planned else "missing"
+    )
+    row: dict[str, Any] = {**dict(zip(CELL_KEYS, position, strict=True)), "status": status, "seeds": planned,
+                           "finished": len(regimes), "failed": len(errors), "regime": None, "agree": None}
+    row |= dict.fromkeys(_SUMMARY_FIGURES)
+    if trace is not None and regimes and thresholds is not None:
+        median = trace["median"].to_numpy()
+        finite = np.isfinite(median)
+        verdict = classify([float(s) if f else None for s, f in zip(median, finite, strict=True)],
+                           (~finite).astype(int).tolist(), thresholds)
+        row |= {k: v for k, v in verdict.as_dict().items() if k in _SUMMARY_FIGURES}
+        row |= {"regime": verdict.regime, "agree": regimes.count(verdict.regime)}
+    row["error"] = errors[0] if errors else None
+    return row
+
+
+def _summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=[*CELL_KEYS, "status", "seeds", "finished", "failed", "regime",
+                                                     "agree", *_SUMMARY_FIGURES, "error"])
+    # Nullable dtypes so missing figures are empty cells, never "3.0" or "nan".
+    ints = {c: "Int64" for c in ("agree", "first_nonfinite_layer", "first_zero_layer")}
+    floats = {c: "float64" for c in ("first_std", "last_std", "ratio", "growth_per_layer", "trend_t")}
+    typed: pd.DataFrame = frame.astype({**ints, **floats, "nonfinite": "boolean"})
+    return typed
+
+
+# ---------------------------------------------------------------- results folder
+
+
+class SweepFolder:
+    """``<root>/<name>/<run-id>/``: ``plan.json``, ``cells/<id>/`` per finished cell run, aggregates.
+
+    The folder is created with its plan (atomically); each cell run is staged and renamed
+    into ``cells/`` when complete; aggregate files are replaced atomically, so every file
+    that exists is whole, whenever the sweep stops.
+    """
+
+    def __init__(self, path: Path, argv: Sequence[str], resumed: bool) -> None:
+        self.path = path
+        self.argv = list(argv)
+        self.resumed = resumed
+
+    @classmethod
+    def create(cls, root: Path, plan: Plan, argv: Sequence[str]) -> SweepFolder:
+        """A new, empty sweep folder holding ``plan.json``."""
+        ident = run_id(datetime.now(timezone.utc), plan.axes["seeds"][0])
+        stored = Plan(plan.name, plan.axes, plan.runs, list(argv))
+        return cls(write_folder(root, plan.name, ident, {"plan.json": stored.to_json()}), argv, resumed=False)
+
+    @classmethod
+    def open(cls, path: Path, argv: Sequence[str]) -> tuple[SweepFolder, Plan]:
+        """An existing sweep folder and its plan (for ``--resume``)."""
+        if not path.is_dir():
+            raise InitlabError(f"--resume {path}: no such folder")
+        plan_file = path / "plan.json"
+        if not plan_file.is_file():
+            raise InitlabError(f"--resume {path}: not a compare results folder (no plan.json)")
+        return cls(path, argv, resumed=True), Plan.from_json(plan_file.read_text(encoding="utf-8"), str(plan_file))
+
+    def finished(self) -> set[str]:
+        """Ids of the cell runs whose folder is complete."""
+        cells = self.path / "cells"
+        if not cells.is_dir():
+            return set()
+        return {p.name for p in cells.iterdir() if p.is_dir() and not p.name.startswith(".")}  # .x: staging
+
+    def save(self, outcome: Outcome) -> Path:
+        """Write one finished cell run to ``cells/<id>/`` (config.yaml, layers.csv, summary.json)."""
+        assert outcome.run.config is not None and outcome.layers_csv is not None
+        files = {"config.yaml": to_yaml(outcome.run.config), "layers.csv": outcome.layers_csv,
+                 "summary.json": to_json({**outcome.run.ids(), **(outcome.summary or {})})}
+        return write_folder(self.path, "cells", outcome.run.cell, files)
+
+    def load(self, plan: Plan) -> dict[str, Outcome]:
+        """The finished cell runs of ``plan`` found in ``cells/``."""
+        done = self.finished()
+        out = {}
+        for cell in plan.runs:
+            if cell.cell in done:
+                folder = self.path / "cells" / cell.cell
+                summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+                out[cell.cell] = Outcome(cell, (folder / "layers.csv").read_text(encoding="utf-8"), summary)
+        return out
+
+    def finish(self, comparison: Comparison, elapsed: float, interrupted: bool) -> None:
+        """(Re)write the aggregates: layers.csv, summary.csv, meta.json, std.png, std.svg."""
+        from initlab import plots
+
+        _replace(self.path / "layers.csv", csv_text(comparison.layers).encode())
+        _replace(self.path / "summary.csv", csv_text(comparison.summary).encode())
+        meta = sweep_meta(comparison, self.argv, elapsed, interrupted, self.resumed)
+        _replace(self.path / "meta.json", to_json(meta).encode())
+        for suffix, data in plots.std_plot_files(comparison).items():
+            _replace(self.path / f"std.{suffix}", data)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary sibling renamed over it."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def sweep_meta(
+    comparison: Comparison, argv: Sequence[str], elapsed: float, interrupted: bool, resumed: bool
+) -> dict[str, Any]:
+    """meta.json: versions, command line, git commit, axes, counts and failures."""
+    import torch
+
+    base = next((run.config for run in comparison.plan.runs if run.config is not None), None)
+    return {
+        "initlab": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "device": base.device if base else None,
+        "dtype": base.dtype if base else None,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "argv": list(argv), "resumed": resumed, "git_commit": git_commit(),
+        "axes": comparison.plan.axes, "cell_runs": len(comparison.plan.runs),
+        "finished": int(comparison.layers["cell"].nunique()), "missing": comparison.missing,
+        "interrupted": interrupted, "elapsed_s": elapsed, "failed": comparison.failed,
+    }
+
+
+__all__ = [
+    "CELL_KEYS",
+    "ID_COLUMNS",
+    "CellRun",
+    "Comparison",
+    "Outcome",
+    "Plan",
+    "SweepFolder",
+    "activation_overrides",
+    "aggregate",
+    "base_config",
+    "config_hash",
+    "parse_activations",
+    "parse_ints",
+    "parse_schemes",
+    "plan_sweep",
+    "run_cell",
+    "split_specs",
+    "sweep",
+]
