@@ -195,6 +195,44 @@ def _end_to_end(name: str, reps: int) -> tuple[float, float, dict[str, float]]:
     return min(ta), min(tb), timings
 
 
+# ---------------------------------------------------------------- 4. sweeps
+
+
+def sweep(schemes: str, activations: str, seeds: int, depth: int, width: int) -> Section:
+    import torch
+
+    from initlab import compare
+    from initlab.config import load_config
+    from initlab.model import build, draw_input
+
+    base = load_config(None, [f"model.depth={depth}", f"model.width={width}"])
+    plan = compare.plan_sweep(base, compare.parse_schemes(schemes), compare.parse_activations(activations),
+                              seeds=seeds)
+    section = Section(
+        f"Sweep: `compare --schemes {schemes} --activations {activations} --seeds {seeds}` ({depth} x {width})",
+        "the sweep adds <= 25 % on top of its irreducible parts (weight generation + bare forward)",
+        ["runs", "irreducible: generate + bare forward", "sweep, results written", "ratio"],
+    )
+    configs = [run.config for run in plan.runs if run.config is not None]
+
+    def irreducible() -> None:
+        for config in configs:
+            generator = torch.Generator().manual_seed(config.seed)
+            model = build(config, generator, torch.float32)
+            x = draw_input(config, generator, torch.float32)
+            with torch.no_grad():
+                model(x)
+
+    def ours() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            compare.sweep(plan, compare.SweepFolder.create(Path(tmp), plan, []))
+
+    ta, tb = interleaved(irreducible, ours, 1)
+    a, b = min(ta), min(tb)
+    section.rows.append([str(len(configs)), ms(a), ms(b), f"{b / a:.2f}x"])
+    return section
+
+
 # ---------------------------------------------------------------- 5. memory
 
 
@@ -274,6 +312,7 @@ def main() -> None:
             startup(reps=1),
             probe_overhead([(32, 8)], depth=4, reps=1, device="cpu"),
             end_to_end(["tanh-xavier"], reps=1),
+            sweep("xavier,kaiming", "tanh", seeds=2, depth=4, width=16),
             memory([(4, 32)], batch=4),
         ]
     else:
@@ -282,6 +321,7 @@ def main() -> None:
             startup(reps=7),
             probe_overhead(sizes, depth=100, reps=5, device="cpu"),
             end_to_end(["linear-normal", "tanh-xavier", "relu-kaiming"], reps=5),
+            sweep("normal,xavier,kaiming,default", "linear,tanh,relu", seeds=10, depth=100, width=256),
             memory([(100, 256), (100, 1024), (1000, 256), (1000, 1024)], batch=16),
         ]
         device = args.device or ("cuda" if torch.cuda.is_available() else None)

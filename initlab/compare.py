@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,9 @@ from initlab.errors import InitlabError
 from initlab.regimes import classify
 from initlab.results import csv_text, git_commit, run_id, to_json, write_folder
 from initlab.schemes import Scheme
+
+if TYPE_CHECKING:
+    from initlab.model import ConstructionDraws
 
 #: Columns that say which cell and seed a row of the tidy table belongs to.
 ID_COLUMNS = ["cell", "scheme", "activation", "depth", "width", "seed"]
@@ -322,14 +325,17 @@ def read_csv(text: str) -> pd.DataFrame:
 _PANDAS_MAJOR = int(pd.__version__.split(".")[0])
 
 
-def run_cell(cell: CellRun) -> Outcome:
-    """Run one cell with :func:`initlab.runner.run`; a user-facing error becomes a failed outcome."""
+def run_cell(cell: CellRun, draws: ConstructionDraws | None = None) -> Outcome:
+    """Run one cell with :func:`initlab.runner.run`; a user-facing error becomes a failed outcome.
+
+    ``draws``, shared across a sweep's cells, draws what runs with the same seed share once.
+    """
     from initlab.runner import run
 
     if cell.config is None:
         return Outcome(cell, error=cell.error)
     try:
-        result = run(cell.config)
+        result = run(cell.config, draws)
     # Schemes reject bad argument combinations (uniform with a > b) with ValueError.
     except (InitlabError, ValueError) as err:
         return Outcome(cell, error=str(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -342,14 +348,17 @@ def sweep(plan: Plan, folder: SweepFolder | None = None, progress: Progress | No
     Each finished cell is written to ``folder`` at once; the aggregates are written at the
     end, and also when a KeyboardInterrupt stops the sweep (which is then re-raised).
     """
+    from initlab.model import ConstructionDraws
+
     started = time.perf_counter()
+    draws = ConstructionDraws()
     outcomes = folder.load(plan) if folder is not None else {}
     todo = [cell for cell in plan.runs if cell.cell not in outcomes]
     if progress is not None:
         progress(0, len(todo), None)
     try:
         for done, cell in enumerate(todo, 1):
-            outcome = run_cell(cell)
+            outcome = run_cell(cell, draws)
             if folder is not None and outcome.error is None:
                 folder.save(outcome)
             outcomes[cell.cell] = outcome

@@ -8,11 +8,21 @@ seed ``s`` equals ``torch.manual_seed(s); nn.ModuleList([nn.Linear(...) ...]); i
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from initlab.config import Config
 from initlab.schemes import linear_default_
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose constructor draws nothing: :func:`build` draws its default
+    initialisation from an explicit generator instead, in the same order."""
+
+    def reset_parameters(self) -> None:
+        return None
 
 
 class Block(nn.Module):
@@ -44,19 +54,59 @@ class MLP(nn.Module):
         return x
 
 
-def build(config: Config, generator: torch.Generator, dtype: torch.dtype) -> MLP:
-    """Build and initialise the network on ``generator``'s device, drawing from it."""
+class ConstructionDraws:
+    """Generator states after the construction-time draws, for runs that discard them.
+
+    A sweep builds the same network shape from the same seed under many schemes. The
+    draws ``nn.Linear.__init__`` would make advance the generator but are then
+    overwritten (unless a layer keeps the ``default`` scheme), so the state they leave
+    is computed once per (seed, shape) and restored afterwards: the same numbers, once.
+    """
+
+    def __init__(self) -> None:
+        self._states: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def _key(self, config: Config, generator: torch.Generator, dtype: torch.dtype) -> tuple[Any, ...]:
+        model = config.model
+        return (config.seed, model.depth, model.width, model.bias, dtype, str(generator.device))
+
+    def skip(self, config: Config, generator: torch.Generator, dtype: torch.dtype) -> bool:
+        """Advance ``generator`` past the construction draws if their state is known."""
+        state = self._states.get(self._key(config, generator, dtype))
+        if state is not None:
+            generator.set_state(state)
+        return state is not None
+
+    def remember(self, config: Config, generator: torch.Generator, dtype: torch.dtype) -> None:
+        self._states[self._key(config, generator, dtype)] = generator.get_state()
+
+
+def _keeps_construction(config: Config) -> bool:
+    """True when some tensor keeps what ``nn.Linear.__init__`` drew (the ``default`` scheme)."""
+    init, depth = config.init, config.model.depth
+    weights = {init.scheme_for(i, depth).scheme for i in range(depth)}
+    return "default" in weights or (config.model.bias and init.bias.scheme == "default")
+
+
+def build(
+    config: Config, generator: torch.Generator, dtype: torch.dtype, draws: ConstructionDraws | None = None
+) -> MLP:
+    """Build and initialise the network on ``generator``'s device, drawing from it.
+
+    ``draws`` lets runs that share a seed and a shape skip the construction draws they
+    would overwrite anyway (see :class:`ConstructionDraws`); the result is identical.
+    """
     depth, width = config.model.depth, config.model.width
     activation = config.model.activation
-    linears = [
-        nn.utils.skip_init(  # type: ignore[no-untyped-call]
-            nn.Linear, width, width, bias=config.model.bias, dtype=dtype, device=generator.device
-        )
-        for _ in range(depth)
+    linears: list[nn.Linear] = [
+        Linear(width, width, bias=config.model.bias, dtype=dtype, device=generator.device) for _ in range(depth)
     ]
     with torch.no_grad():
-        for linear in linears:  # what nn.Linear.__init__ would have drawn
-            linear_default_(linear.weight, linear.bias, generator)
+        if draws is None or _keeps_construction(config) or not draws.skip(config, generator, dtype):
+            for linear in linears:  # what nn.Linear.__init__ would have drawn
+                linear_default_(linear.weight, linear.bias, generator)
+            if draws is not None:
+                draws.remember(config, generator, dtype)
         for i, linear in enumerate(linears):
             config.init.scheme_for(i, depth).init_(linear.weight, activation, generator)
             if linear.bias is not None:

@@ -1,9 +1,14 @@
 """Probes: hooks that record statistics of what every layer outputs, as tidy records.
 
-A statistic turns a float64 tensor into a small vector of *partial* results on the
-tensor's device (counts, moments, maxima), so that several partials of one layer (one
-per ``nn.DataParallel`` replica) merge exactly, and nothing is read back to the host
-until the forward pass is over. Statistics are looked up by name in :data:`STATISTICS`.
+A statistic turns tensors into small vectors of *partial* results on their device
+(counts, float64 moments, maxima), so that several partials of one layer (one per
+``nn.DataParallel`` replica) merge exactly, and nothing is read back to the host until
+the forward pass is over. Statistics are looked up by name in :data:`STATISTICS`.
+
+Statistics work on a stack of same-shaped tensors at once, ``(k, rows, width)``. Large
+outputs are measured as they come (``k = 1``: the kernels are big, launches are cheap);
+small ones are held and measured together after the pass, because for them the cost
+is the dozen kernel launches per tensor, not the arithmetic.
 
 A probe is a context manager: its hooks exist only inside the ``with`` block. Each
 hook knows its layer by what it was registered for, never by module identity, because
@@ -35,63 +40,108 @@ class Statistic:
     """A statistic computed from partial results that merge exactly across batch slices."""
 
     name: str
-    partial: Callable[[torch.Tensor], torch.Tensor]  # (batch, width) in any dtype -> 1-D float64
-    merge: Callable[[np.ndarray], np.ndarray]  # (parts, k) -> (k,)
-    finalize: Callable[[np.ndarray], dict[str, Value]]
+    partial: Callable[[torch.Tensor], torch.Tensor]  # (k, rows, width), any dtype -> (k, p) float64
+    merge: Callable[[np.ndarray], np.ndarray]  # (keys, parts, p) -> (keys, p)
+    finalize: Callable[[np.ndarray], dict[str, np.ndarray]]  # (keys, p) -> name: (keys,), NaN = undefined
 
 
-def _finite(value: float) -> Value:
-    return float(value) if math.isfinite(value) else None
+def _rowwise(
+    reduce: Callable[..., Any], flat: torch.Tensor, *args: Any, **kwargs: Any
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """``reduce`` over each row of ``flat`` (k, n), keeping a (k, 1) shape.
+
+    A single row is reduced whole: torch's full reductions are several times faster than
+    the same reduction along a dimension of a (1, n) tensor.
+    """
+    if flat.shape[0] == 1:
+        out = reduce(flat, *args, **kwargs)
+        return tuple(o.reshape(1, 1) for o in out) if isinstance(out, tuple) else out.reshape(1, 1)
+    out = reduce(flat, *args, dim=1, **kwargs)
+    return tuple(o.unsqueeze(1) for o in out) if isinstance(out, tuple) else out.unsqueeze(1)
+
+
+def _count(x: torch.Tensor, value: int) -> torch.Tensor:
+    # torch.full, not torch.tensor: a fill kernel, no host-to-device copy.
+    return torch.full((x.shape[0], 1), value, dtype=torch.float64, device=x.device)
 
 
 # ---------------------------------------------------------------- moments
 
 
 def _moments_partial(x: torch.Tensor) -> torch.Tensor:
-    xd = x.to(torch.float64)
-    n = xd.numel()
-    mean = xd.mean()
+    flat = x.reshape(x.shape[0], -1)
+    xd = flat.to(torch.float64)
+    mean = _rowwise(torch.mean, xd)
+    assert isinstance(mean, torch.Tensor)
     # Two passes in float64 (mean, then squared deviations): no cancellation, and squares
     # of values near float32's limit stay finite.
-    m2 = torch.linalg.vector_norm(xd - mean).square()
-    nonfinite = torch.count_nonzero(x - x)  # x - x is 0 where x is finite and NaN elsewhere
-    # torch.full, not torch.tensor: a fill kernel, no host-to-device copy.
-    return torch.stack([torch.full((), n, dtype=xd.dtype, device=x.device), mean, m2, nonfinite.to(xd.dtype)])
+    norm = _rowwise(torch.linalg.vector_norm, xd - mean)
+    nonfinite = _rowwise(torch.count_nonzero, flat - flat)  # x - x: 0 where x is finite, NaN elsewhere
+    assert isinstance(norm, torch.Tensor) and isinstance(nonfinite, torch.Tensor)
+    return torch.cat([_count(x, flat.shape[1]), mean, norm.square(), nonfinite.to(torch.float64)], dim=1)
 
 
 def merge_moments(parts: np.ndarray) -> np.ndarray:
     """Chan et al. (1979): exact count, mean and M2 of the union of disjoint slices."""
-    n_i, mean_i, m2_i, bad_i = parts[:, 0], parts[:, 1], parts[:, 2], parts[:, 3]
-    n = n_i.sum()
-    mean = (n_i * mean_i).sum() / n
-    m2 = m2_i.sum() + (n_i * (mean_i - mean) ** 2).sum()
-    return np.array([n, mean, m2, bad_i.sum()])
+    n_i, mean_i, m2_i, bad_i = (parts[..., j] for j in range(4))  # each (keys, parts)
+    n = n_i.sum(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite slices: reported as such
+        mean = (n_i * mean_i).sum(axis=1) / n
+        m2 = m2_i.sum(axis=1) + (n_i * (mean_i - mean[:, None]) ** 2).sum(axis=1)
+    return np.stack([n, mean, m2, bad_i.sum(axis=1)], axis=1)
 
 
-def _moments_final(merged: np.ndarray) -> dict[str, Value]:
-    n, mean, m2, nonfinite = merged
-    if nonfinite > 0 or n < 2:
-        return {"std": None, "mean": None, "nonfinite": float(nonfinite)}
-    # Unbiased, like torch.Tensor.std(): the number a hand-written script prints.
-    return {"std": _finite(math.sqrt(m2 / (n - 1))), "mean": _finite(mean), "nonfinite": 0.0}
+def _moments_final(merged: np.ndarray) -> dict[str, np.ndarray]:
+    n, mean, m2, nonfinite = merged.T
+    defined = (nonfinite == 0) & (n >= 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Unbiased, like torch.Tensor.std(): the number a hand-written script prints.
+        std = np.sqrt(m2 / (n - 1))
+    return {"std": np.where(defined, std, np.nan), "mean": np.where(defined, mean, np.nan), "nonfinite": nonfinite}
 
 
 MOMENTS = Statistic("moments", _moments_partial, merge_moments, _moments_final)
+
+
+def _weight_moments_partial(x: torch.Tensor) -> torch.Tensor:
+    flat = x.reshape(x.shape[0], -1)
+    n = flat.shape[1]
+    # One pass, no float64 copy: the float64 sum and sum of squares (a float32 square is
+    # exact in float64). M2 = S2 - S1^2/n cancels only where the std is below the
+    # float32 resolution of the mean; there it is rounding noise and reported as 0.
+    total = _rowwise(torch.sum, flat, dtype=torch.float64)
+    norm = _rowwise(torch.linalg.vector_norm, flat, dtype=torch.float64)
+    nonfinite = _rowwise(torch.count_nonzero, flat - flat)
+    assert isinstance(total, torch.Tensor) and isinstance(norm, torch.Tensor) and isinstance(nonfinite, torch.Tensor)
+    squares = norm.square()
+    m2 = squares - total * (total / n)
+    m2 = torch.where(m2 <= _NOISE * squares, torch.zeros_like(m2), m2)
+    return torch.cat([_count(x, n), total / n, m2, nonfinite.to(torch.float64)], dim=1)
+
+
+#: Relative rounding of a float64 pairwise sum of up to 2^64 terms, with margin.
+_NOISE = 64 * float(np.finfo(np.float64).eps)
+
+
+#: Moments of weights: one pass and no float64 copy, cheaper than :data:`MOMENTS` for the
+#: many weight matrices of a sweep; for tensors far from float32's limit (M2 needs their
+#: squares' sum to stay finite) and whose std is not below their mean's resolution.
+WEIGHT_MOMENTS = Statistic("moments", _weight_moments_partial, merge_moments, _moments_final)
 
 
 # ---------------------------------------------------------------- max |x|
 
 
 def _absmax_partial(x: torch.Tensor) -> torch.Tensor:
-    low, high = torch.aminmax(x)  # one pass, no |x| copy; NaN propagates
-    return torch.maximum(-low, high).to(torch.float64).reshape(1)
+    low, high = _rowwise(torch.aminmax, x.reshape(x.shape[0], -1))  # one pass, no |x| copy; NaN propagates
+    return torch.maximum(-low, high).to(torch.float64)
 
 
 ABSMAX = Statistic(
     "absmax",
     _absmax_partial,
-    lambda parts: parts.max(axis=0),
-    lambda merged: {"absmax": _finite(merged[0])},
+    lambda parts: parts.max(axis=1),
+    lambda merged: {"absmax": merged[:, 0]},
 )
 
 
@@ -100,38 +150,40 @@ ABSMAX = Statistic(
 
 def saturation(low: float, high: float, margin: float) -> Statistic:
     """Fraction of outputs within ``margin`` of a bounded activation's range edges."""
-
     centre, reach = (low + high) / 2, (high - low) / 2 - margin
 
     def partial(x: torch.Tensor) -> torch.Tensor:
-        hits = torch.count_nonzero((x if centre == 0 else x - centre).abs() >= reach)
-        return torch.stack([hits, torch.full((), x.numel(), dtype=hits.dtype, device=x.device)]).to(torch.float64)
+        flat = x.reshape(x.shape[0], -1)
+        hits = _rowwise(torch.count_nonzero, (flat if centre == 0 else flat - centre).abs() >= reach)
+        assert isinstance(hits, torch.Tensor)
+        return torch.cat([hits.to(torch.float64), _count(x, flat.shape[1])], dim=1)
 
     return Statistic(
         "saturated",
         partial,
-        lambda parts: parts.sum(axis=0),
-        lambda merged: {"saturated": float(merged[0] / merged[1])},
+        lambda parts: parts.sum(axis=1),
+        lambda merged: {"saturated": merged[:, 0] / merged[:, 1]},
     )
 
 
 def _zeros_partial(x: torch.Tensor) -> torch.Tensor:
-    nonzero = torch.count_nonzero(x, dim=0)  # per unit (column)
-    rows = torch.full((1,), x.shape[0], dtype=nonzero.dtype, device=x.device)
-    return torch.cat([rows, nonzero]).to(torch.float64)
+    nonzero = torch.count_nonzero(x, dim=1)  # (k, width): per unit, over the rows
+    return torch.cat([_count(x, x.shape[1]), nonzero.to(torch.float64)], dim=1)
 
 
-def _zeros_final(merged: np.ndarray) -> dict[str, Value]:
-    rows, nonzero = merged[0], merged[1:]
-    return {"zero": float(1 - nonzero.sum() / (rows * nonzero.size)), "dead": float((nonzero == 0).mean())}
+def _zeros_final(merged: np.ndarray) -> dict[str, np.ndarray]:
+    rows, nonzero = merged[:, 0], merged[:, 1:]
+    units = nonzero.shape[1]
+    return {"zero": 1 - nonzero.sum(axis=1) / (rows * units), "dead": (nonzero == 0).mean(axis=1)}
 
 
-ZEROS = Statistic("zeros", _zeros_partial, lambda parts: parts.sum(axis=0), _zeros_final)
+ZEROS = Statistic("zeros", _zeros_partial, lambda parts: parts.sum(axis=1), _zeros_final)
 
 
 #: Statistics by name; each factory returns None where the statistic means nothing.
 STATISTICS: dict[str, Callable[[Activation], Statistic | None]] = {
     "moments": lambda act: MOMENTS,
+    "weight_moments": lambda act: WEIGHT_MOMENTS,
     "absmax": lambda act: ABSMAX,
     "saturated": lambda act: saturation(*act.saturation) if act.saturation else None,
     "zeros": lambda act: ZEROS if act.zeros_negative else None,
@@ -156,52 +208,98 @@ def statistics_for(site: str, activation: Activation, names: Sequence[str] | Non
 Key = tuple[int, str]  # (layer, site)
 
 
+#: Outputs with fewer elements than this are held and measured together after the pass...
+BATCH_BELOW = 1 << 16
+#: ...up to this many elements at a time: the stack and its float64 copies stay small
+#: enough to be recycled by the allocator instead of mapped afresh (page faults).
+MAX_HELD = 1 << 20
+
+
 class Accumulator:
-    """Partial results per (layer, site), appended from any thread, read back once."""
+    """Partial results per (layer, site), added from any thread, read back once."""
 
     def __init__(self, statistics: dict[str, list[Statistic]]) -> None:
         self._statistics = statistics
         self._lock = threading.Lock()
         self._parts: dict[Key, list[torch.Tensor]] = defaultdict(list)
-        self._sizes: dict[Key, list[int]] = {}  # length of each statistic's partial
+        self._sizes: dict[str, list[int]] = {}  # per site: length of each statistic's partial
+        self._held: list[tuple[Key, torch.Tensor]] = []
+        self._held_elements = 0
 
     def add(self, key: Key, tensor: torch.Tensor) -> None:
         x = tensor.detach()
-        partials = [stat.partial(x) for stat in self._statistics[key[1]]]
-        part = torch.cat(partials)
+        if x.numel() >= BATCH_BELOW:
+            self._measure(key[1], [key], x.unsqueeze(0))
+            return
         with self._lock:
-            self._sizes[key] = [p.numel() for p in partials]
-            self._parts[key].append(part)
+            self._held.append((key, x))  # outputs are fresh tensors, never changed later
+            self._held_elements += x.numel()
+            full = self._held_elements >= MAX_HELD
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Measure the held outputs, one stack per (site, shape, dtype, device)."""
+        with self._lock:
+            held, self._held, self._held_elements = self._held, [], 0
+        groups: dict[tuple[Any, ...], list[tuple[Key, torch.Tensor]]] = defaultdict(list)
+        for key, x in held:
+            groups[(key[1], x.shape, x.dtype, x.device)].append((key, x))
+        for (site, *_), members in groups.items():
+            self._measure(site, [key for key, _ in members], torch.stack([x for _, x in members]))
+
+    def _measure(self, site: str, keys: list[Key], stack: torch.Tensor) -> None:
+        partials = [stat.partial(stack) for stat in self._statistics[site]]  # each (k, p)
+        rows = torch.cat(partials, dim=1)
+        with self._lock:
+            self._sizes[site] = [p.shape[1] for p in partials]
+            for key, row in zip(keys, rows, strict=True):
+                self._parts[key].append(row)
 
     def records(self) -> list[Record]:
         """Merge and finalise every key's partials: one host transfer for all of them."""
+        self.flush()
         with self._lock:
-            items = [(key, part) for key, parts in self._parts.items() for part in parts]
-        if not items:
+            keys = sorted(self._parts)
+            parts = [self._parts[key] for key in keys]
+        if not keys:
             return []
-        device = items[0][1].device
-        flat = torch.cat([part.to(device, non_blocking=True) for _, part in items]).cpu().numpy()
-        grouped: dict[Key, list[np.ndarray]] = defaultdict(list)
-        offset = 0
-        for key, part in items:
-            grouped[key].append(flat[offset : offset + part.numel()])
-            offset += part.numel()
+        device = parts[0][0].device
+        flat = torch.cat([p.to(device, non_blocking=True) for group in parts for p in group]).cpu().numpy()
         out: list[Record] = []
-        for (layer, site), parts in sorted(grouped.items()):
-            out += self._finalize(layer, site, np.stack(parts))
+        offset = 0
+        by_site: dict[str, list[tuple[Key, np.ndarray]]] = defaultdict(list)
+        for key, group in zip(keys, parts, strict=True):
+            size = sum(p.numel() for p in group)
+            by_site[key[1]].append((key, flat[offset : offset + size].reshape(len(group), -1)))
+            offset += size
+        for site, entries in by_site.items():
+            out += self._finalize(site, entries)
+        out.sort(key=lambda r: (r["layer"], r["site"]))
         return out
 
-    def _finalize(self, layer: int, site: str, parts: np.ndarray) -> list[Record]:
+    def _finalize(self, site: str, entries: list[tuple[Key, np.ndarray]]) -> list[Record]:
+        """Merge and finalise one site's keys together, vectorised over keys."""
+        counts = {len(parts) for _, parts in entries}
+        groups = [[e for e in entries if len(e[1]) == c] for c in sorted(counts)]
         out: list[Record] = []
-        start = 0
-        for stat, size in zip(self._statistics[site], self._sizes[(layer, site)], strict=True):
-            merged = stat.merge(parts[:, start : start + size])
-            start += size
-            out += [
-                {"layer": layer, "site": site, "stat": name, "value": value}
-                for name, value in stat.finalize(merged).items()
-            ]
+        for group in groups:
+            stacked = np.stack([parts for _, parts in group])  # (keys, parts, P)
+            start = 0
+            columns: dict[str, np.ndarray] = {}
+            for stat, size in zip(self._statistics[site], self._sizes[site], strict=True):
+                columns |= stat.finalize(stat.merge(stacked[..., start : start + size]))
+                start += size
+            for i, (key, _) in enumerate(group):
+                out += [
+                    {"layer": key[0], "site": site, "stat": name, "value": _value(values[i])}
+                    for name, values in columns.items()
+                ]
         return out
+
+
+def _value(x: float) -> Value:
+    return float(x) if math.isfinite(x) else None
 
 
 class ForwardProbe:

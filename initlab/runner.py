@@ -18,7 +18,7 @@ from torch import nn
 
 from initlab import __version__, devices
 from initlab.config import Config
-from initlab.model import build, draw_input, probe_targets
+from initlab.model import ConstructionDraws, build, draw_input, probe_targets
 from initlab.probes import ForwardProbe, Record, statistics_for
 from initlab.regimes import Verdict, classify
 
@@ -57,14 +57,18 @@ def layer_table(records: pd.DataFrame, depth: int) -> pd.DataFrame:
     return table
 
 
-def run(config: Config) -> Result:
-    """Run the study ``config`` describes and return its results (nothing is written)."""
+def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
+    """Run the study ``config`` describes and return its results (nothing is written).
+
+    ``draws`` may be shared by runs of a sweep to draw what they share once (the numbers
+    are the same with or without it).
+    """
     started = datetime.now(timezone.utc)
     placement = devices.place(config)
     devices.check_dtype(placement, config.dtype)
     devices.check_memory(config, placement)
     with devices.matmul_precision(config.precision):
-        records, timings = _forward(config, placement)
+        records, timings = _forward(config, placement, draws)
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
     table = layer_table(pd.DataFrame.from_records([r for r in records if r["site"] != "input"]), config.model.depth)
     verdict = classify(table["std"].tolist(), table["nonfinite"].tolist(), config.verdict)
@@ -72,7 +76,9 @@ def run(config: Config) -> Result:
     return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta)
 
 
-def _forward(config: Config, placement: devices.Placement) -> tuple[list[Record], dict[str, float]]:
+def _forward(
+    config: Config, placement: devices.Placement, draws: ConstructionDraws | None
+) -> tuple[list[Record], dict[str, float]]:
     """Build, move, run one probed forward pass; every statistic comes back in one transfer."""
     dtype = devices.DTYPES[config.dtype]
     # Half types are drawn in float32 and rounded, so they start from the float32 run's weights.
@@ -81,14 +87,16 @@ def _forward(config: Config, placement: devices.Placement) -> tuple[list[Record]
     generator = torch.Generator(device=source).manual_seed(config.seed)
 
     tick = time.perf_counter()
-    model = build(config, generator, draw_dtype)
+    model = build(config, generator, draw_dtype, draws)
     x = draw_input(config, generator, draw_dtype)
-    model, x = model.to(placement.device, dtype), x.to(placement.device, dtype)
+    if (placement.device, dtype) != (generator.device, draw_dtype):  # Module.to walks every module
+        model, x = model.to(placement.device, dtype), x.to(placement.device, dtype)
     timings = {"build_s": time.perf_counter() - tick}
 
     activation = config.model.activation
-    moments = statistics_for("weight", activation, ["moments"])
-    sites = {site: statistics_for(site, activation) for site in ("pre", "post")} | {"weight": moments, "input": moments}
+    sites = {site: statistics_for(site, activation) for site in ("pre", "post")}
+    sites |= {"weight": statistics_for("weight", activation, ["weight_moments"])}
+    sites |= {"input": statistics_for("input", activation, ["moments"])}
     network: nn.Module = model
     if placement.device_ids:
         network = nn.DataParallel(model, list(placement.device_ids), placement.output_device)

@@ -219,11 +219,11 @@ def count_runs(monkeypatch: pytest.MonkeyPatch, stop_after: int | None = None) -
     calls: list[Config] = []
     real = initlab.runner.run
 
-    def counting(config: Config) -> initlab.runner.Result:
+    def counting(config: Config, draws: Any = None) -> initlab.runner.Result:
         if stop_after is not None and len(calls) == stop_after:
             raise KeyboardInterrupt
         calls.append(config)
-        return real(config)
+        return real(config, draws)
 
     monkeypatch.setattr(initlab.runner, "run", counting)
     return calls
@@ -403,3 +403,15 @@ def test_progress_goes_through_the_callback_and_nothing_is_printed(capsys: pytes
     compare.sweep(small_plan("xavier", "tanh,relu"), progress=lambda done, total, cell: seen.append((done, total)))
     assert seen == [(0, 2), (1, 2), (2, 2)]
     assert capsys.readouterr() == ("", "")
+
+
+def test_shared_construction_draws_change_no_number() -> None:
+    """A sweep draws nn.Linear's discarded construction-time init once per seed; every cell
+    still equals a lone `initlab run` (default-scheme cells keep their construction draws)."""
+    from initlab.model import ConstructionDraws
+
+    draws = ConstructionDraws()
+    for scheme in ("xavier", "default", "kaiming", "xavier"):
+        config = load_config(None, ["model.depth=6", "model.width=16", "model.bias=true", f"init.scheme={scheme}"])
+        shared, alone = initlab.run(config, draws), initlab.run(config)
+        assert shared.layers.equals(alone.layers), scheme

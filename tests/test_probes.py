@@ -21,11 +21,13 @@ def probe_all(module: nn.Module, x: torch.Tensor, activation: str = "linear") ->
 def test_hooks_are_removed_after_the_block_even_on_error() -> None:
     layer = nn.Linear(4, 4)
     stats = {"post": [MOMENTS]}
-    with ForwardProbe([(0, "post", layer)], stats) as probe:
-        layer(torch.randn(2, 4))
+    inside = torch.randn(2, 4, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad(), ForwardProbe([(0, "post", layer)], stats) as probe:
+        expected = layer(inside).double().std().item()
     assert not layer._forward_hooks
-    layer(torch.randn(2, 4))  # outside: nothing recorded
-    assert len(probe.accumulator._parts[(0, "post")]) == 1
+    layer(100 * inside)  # outside the block: not recorded
+    values = {r["stat"]: r["value"] for r in probe.records()}
+    assert values["std"] == pytest.approx(expected, rel=1e-12)
     def fail_inside() -> None:
         with ForwardProbe([(0, "post", layer)], stats):
             assert len(layer._forward_hooks) == 1
@@ -95,7 +97,7 @@ def test_chan_merge_formula() -> None:
     rng = np.random.default_rng(4)
     chunks = [rng.normal(2, 3, n) for n in (10, 1, 30)]
     parts = np.array([[len(c), c.mean(), ((c - c.mean()) ** 2).sum(), 0] for c in chunks])
-    n, mean, m2, bad = merge_moments(parts)
+    ((n, mean, m2, bad),) = merge_moments(parts[None])  # one key, three parts
     full = np.concatenate(chunks)
     assert (n, bad) == (41, 0)
     assert mean == pytest.approx(full.mean(), rel=1e-14)
