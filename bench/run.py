@@ -26,7 +26,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-INITLAB = [PYTHON, "-m", "initlab.cli"]
+_SCRIPT = Path(PYTHON).parent / "initlab"  # the console script users run
+INITLAB = [str(_SCRIPT)] if _SCRIPT.exists() else [PYTHON, "-m", "initlab.cli"]
 
 
 @dataclass
@@ -75,7 +76,7 @@ def startup(reps: int) -> Section:
     for cmd, base, base_name in pairs:
         ta, tb = interleaved(sh(cmd), sh(base), reps)
         a, b = statistics.median(ta), statistics.median(tb)
-        section.rows.append([f"`initlab {' '.join(cmd[3:])}`", ms(a), base_name, ms(b), f"{a / b:.2f}x"])
+        section.rows.append([f"`initlab {' '.join(cmd[len(INITLAB):])}`", ms(a), base_name, ms(b), f"{a / b:.2f}x"])
     check = "import sys; from initlab.cli import app\ntry: app(['--help'])\nexcept SystemExit: pass\n" \
             "print(json.dumps(sorted(m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules)))"
     out = subprocess.run([PYTHON, "-c", "import json\n" + check], capture_output=True, text=True, cwd=ROOT, check=True)
@@ -237,14 +238,21 @@ def sweep(schemes: str, activations: str, seeds: int, depth: int, width: int) ->
 
 
 _MEMORY_CHILD = """
-import json, resource, sys
+import json, sys
 import initlab
 from initlab.config import Config
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
 config = Config.model_validate(json.loads(sys.argv[1]))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+initlab.run(config.model_copy(update={"model": config.model.model_copy(update={"depth": 1, "width": 8})}))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+base = status("VmRSS")
 initlab.run(config)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"base": base * 1024, "peak": peak * 1024}))
+print(json.dumps({"base": base, "peak": status("VmHWM")}))
 """
 
 
@@ -264,7 +272,8 @@ def memory(shapes: list[tuple[int, int]], batch: int) -> Section:
         budget = params + depth * batch * width * 4
         used = seen["peak"] - seen["base"]
         section.rows.append([str(depth), str(width), _mb(params), _mb(budget), _mb(used), f"{used / budget:.2f}x"])
-    section.notes.append("baseline: the RSS of the same process after importing torch and initlab")
+    section.notes.append("baseline: the RSS of the same process after a tiny warm-up run (imports, allocator); "
+                         "peak: its VmHWM, reset to the baseline just before the run")
     return section
 
 

@@ -211,6 +211,8 @@ def compare(
                      show_default=False),
     ] = None,
     save: Annotated[bool, typer.Option("--save/--no-save", help="Write the results folder.")] = True,
+    device: DeviceOption = None,
+    devices: DevicesOption = None,
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -225,14 +227,18 @@ def compare(
                 "--schemes": schemes, "--activations": activations, "--config": config, "--depth": depth,
                 "--width": width, "--batch-size": batch_size, "--bias/--no-bias": bias, "--activation": activation,
                 "--seed": seed, "--seeds": seeds if seeds != 1 else None, "--depths": depths, "--widths": widths,
-                "--out": out, "--no-save": None if save else True,
+                "--out": out, "--no-save": None if save else True, "--device": device, "--devices": devices,
             })
             folder, plan = sweeps.SweepFolder.open(resume, sys.argv)
         else:
             base = sweeps.base_config(
                 config, depth=_one(depth, depths, "depth"), width=_one(width, widths, "width"),
                 batch_size=batch_size, bias=bias, activation=_one(activation, activations, "activation"), seed=seed,
+                overrides=device_overrides(device, devices),
             )
+            from initlab.devices import usable
+
+            usable(base)  # no CUDA, a bad id or dtype: one error now, not one per cell
             plan = sweeps.plan_sweep(
                 base, sweeps.parse_schemes(_required(schemes)),
                 sweeps.parse_activations(activations) if activations else (),

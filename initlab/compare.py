@@ -132,10 +132,12 @@ def base_config(
     bias: bool | None = None,
     activation: str | None = None,
     seed: int | None = None,
+    overrides: Sequence[str] = (),
 ) -> Config:
     """The base network: ``path`` (or the classic study's defaults, named ``compare``) with the given
-    fields overridden through :func:`initlab.config.load_config`, so precedence lives in one place."""
-    overrides = [] if path is not None else ["name=compare"]
+    fields and ``overrides`` (``device=cuda``, say) applied through :func:`initlab.config.load_config`,
+    so precedence lives in one place."""
+    overrides = [*([] if path is not None else ["name=compare"]), *overrides]
     for key, value in (("model.depth", depth), ("model.width", width), ("data.batch_size", batch_size),
                        ("seed", seed)):
         if value is not None:

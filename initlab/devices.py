@@ -80,6 +80,13 @@ def _check_ids(ids: Any, count: int, what: str) -> None:
             raise InitlabError(f"{what}: no CUDA device {index}; this machine has {count} (ids 0..{count - 1})")
 
 
+def usable(config: Config) -> Placement:
+    """Where ``config`` runs, after checking the device and dtype exist and work here."""
+    placement = place(config)
+    check_dtype(placement, config.dtype)
+    return placement
+
+
 def check_dtype(placement: Placement, dtype: str) -> None:
     """Refuse a dtype the device cannot run a Linear layer in."""
     torch_dtype = DTYPES[dtype]

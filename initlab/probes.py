@@ -106,17 +106,32 @@ MOMENTS = Statistic("moments", _moments_partial, merge_moments, _moments_final)
 def _weight_moments_partial(x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(x.shape[0], -1)
     n = flat.shape[1]
-    # One pass, no float64 copy: the float64 sum and sum of squares (a float32 square is
-    # exact in float64). M2 = S2 - S1^2/n cancels only where the std is below the
-    # float32 resolution of the mean; there it is rounding noise and reported as 0.
-    total = _rowwise(torch.sum, flat, dtype=torch.float64)
-    norm = _rowwise(torch.linalg.vector_norm, flat, dtype=torch.float64)
-    nonfinite = _rowwise(torch.count_nonzero, flat - flat)
-    assert isinstance(total, torch.Tensor) and isinstance(norm, torch.Tensor) and isinstance(nonfinite, torch.Tensor)
-    squares = norm.square()
+    # One pass over the tensor and no float64 copy of it: the float64 sum and sum of
+    # squares (a float32 square is exact in float64). On the CPU numpy casts in small
+    # buffers, so no tensor-sized temporary is allocated at all: a thousand layers'
+    # temporaries would otherwise fragment the heap that holds the weights.
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+        rows = flat.numpy()
+        sums = np.array([[np.add.reduce(row, dtype=np.float64),
+                          np.einsum("i,i->", row, row, dtype=np.float64, casting="safe")] for row in rows])
+        total, squares = (torch.from_numpy(sums[:, j : j + 1]) for j in range(2))
+        nonfinite = torch.from_numpy(
+            np.array([[0.0 if np.isfinite(s) else float(np.count_nonzero(~np.isfinite(r)))]
+                      for s, r in zip(sums[:, 1], rows, strict=True)])
+        )
+    else:
+        total_, norm_, bad_ = (
+            _rowwise(torch.sum, flat, dtype=torch.float64),
+            _rowwise(torch.linalg.vector_norm, flat, dtype=torch.float64),
+            _rowwise(torch.count_nonzero, flat - flat),
+        )
+        assert isinstance(total_, torch.Tensor) and isinstance(norm_, torch.Tensor) and isinstance(bad_, torch.Tensor)
+        total, squares, nonfinite = total_, norm_.square(), bad_.to(torch.float64)
+    # M2 = S2 - S1^2/n cancels only where the std is below the float32 resolution of the
+    # mean; there it is rounding noise, reported as 0.
     m2 = squares - total * (total / n)
     m2 = torch.where(m2 <= _NOISE * squares, torch.zeros_like(m2), m2)
-    return torch.cat([_count(x, n), total / n, m2, nonfinite.to(torch.float64)], dim=1)
+    return torch.cat([_count(x, n), total / n, m2, nonfinite], dim=1)
 
 
 #: Relative rounding of a float64 pairwise sum of up to 2^64 terms, with margin.
@@ -212,7 +227,7 @@ Key = tuple[int, str]  # (layer, site)
 BATCH_BELOW = 1 << 16
 #: ...up to this many elements at a time: the stack and its float64 copies stay small
 #: enough to be recycled by the allocator instead of mapped afresh (page faults).
-MAX_HELD = 1 << 20
+MAX_HELD = 1 << 18
 
 
 class Accumulator:

@@ -64,8 +64,7 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     are the same with or without it).
     """
     started = datetime.now(timezone.utc)
-    placement = devices.place(config)
-    devices.check_dtype(placement, config.dtype)
+    placement = devices.usable(config)
     devices.check_memory(config, placement)
     with devices.matmul_precision(config.precision):
         records, timings = _forward(config, placement, draws)

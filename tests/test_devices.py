@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,3 +193,17 @@ def test_data_parallel_run_agrees_with_the_single_device_run() -> None:
     split = initlab.run(load_config(CONFIGS / "relu-kaiming.yaml", [*base, f"data_parallel.device_ids={ids}"]))
     _agree(single, split)
     assert split.meta["data_parallel"] == ids
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="checks the message for a machine without CUDA")
+@pytest.mark.parametrize("flags", [["--device", "cuda"], ["--devices", "0,1"]])
+def test_compare_refuses_an_absent_gpu_before_any_cell(tmp_path: Path, flags: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from initlab.cli import app
+
+    result = CliRunner().invoke(app, ["compare", "--schemes", "xavier", "--depth", "3", "--width", "8", *flags,
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "CUDA is not available on this machine" in result.stderr
+    assert not any(tmp_path.iterdir())

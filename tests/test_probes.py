@@ -110,3 +110,22 @@ def test_registry_lookup_by_name_skips_meaningless_statistics() -> None:
     assert [s.name for s in statistics_for("post", tanh)] == ["moments", "absmax", "saturated"]
     assert [s.name for s in statistics_for("post", relu)] == ["moments", "absmax", "zeros"]
     assert [s.name for s in statistics_for("pre", relu)] == ["moments", "absmax"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_weight_moments_agree_with_float64_and_are_exact_for_constants(dtype: torch.dtype) -> None:
+    from initlab.probes import WEIGHT_MOMENTS
+
+    stats = {"weight": [WEIGHT_MOMENTS]}
+    w = (torch.randn(64, 48, generator=torch.Generator().manual_seed(6)) * 0.3 + 0.1).to(dtype)
+    bad = w.clone()
+    bad[3, 4] = math.inf
+    accumulator = Accumulator(stats)
+    for i, tensor in enumerate([w, torch.full((64, 48), 0.37, dtype=dtype), bad]):
+        accumulator.add((i, "weight"), tensor)
+    values = {(r["layer"], r["stat"]): r["value"] for r in accumulator.records()}
+    reference = w.double()
+    assert values[(0, "std")] == pytest.approx(reference.std().item(), rel=1e-12)
+    assert values[(0, "mean")] == pytest.approx(reference.mean().item(), rel=1e-12)
+    assert values[(1, "std")] == 0.0  # a constant has no spread, not rounding noise
+    assert (values[(2, "std")], values[(2, "nonfinite")]) == (None, 1)
