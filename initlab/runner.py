@@ -124,6 +124,7 @@ def _meta(config: Config, started: datetime, timings: dict[str, float]) -> dict[
         "platform": platform.platform(),
         "dtype": config.dtype,
         "rng": config.rng,
+        "threads": torch.get_num_threads(),  # reductions split by thread: part of the bytes of a CSV
         "seed": config.seed,
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
