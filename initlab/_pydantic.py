@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, model_validator
@@ -29,6 +29,30 @@ def unknown_choice(kind: str, given: object, valid: Iterable[str], key: str) -> 
     names = sorted(valid)
     message = f"unknown {kind} {given!r}{suggest(str(given), names) or ';'} valid: {', '.join(names)}"
     return PydanticCustomError("unknown_choice", _escape(message), {"given": str(given), "key": key})
+
+
+def tagged_choice(
+    kind: str, tag: str, base: type[BaseModel], registry: Mapping[str, type[BaseModel]], aliases: Mapping[str, str]
+) -> Callable[[Any], Any]:
+    """A before-validator for a registry of models tagged by ``tag``.
+
+    It accepts a bare name or a mapping, resolves aliases, and rejects an unknown name
+    with the valid ones listed (before pydantic's own, terser, union error).
+    """
+
+    def normalise(value: Any) -> Any:
+        if isinstance(value, base):
+            return value
+        if isinstance(value, str):
+            value = {tag: value}
+        if isinstance(value, dict) and tag in value:
+            name = aliases.get(str(value[tag]), value[tag])
+            if name not in registry:
+                raise unknown_choice(kind, value[tag], registry, tag)
+            value = {**value, tag: name}
+        return value
+
+    return normalise
 
 
 def _unknown_key(key: str, allowed: set[str], value: Any) -> InitErrorDetails:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, PositiveFloat
 
-from initlab._pydantic import Frozen, unknown_choice
+from initlab._pydantic import Frozen, tagged_choice
 
 if TYPE_CHECKING:
     import torch
@@ -188,24 +188,10 @@ REGISTRY: dict[str, type[Activation]] = {
 }
 
 
-def _normalise(value: Any) -> Any:
-    """Accept a bare name or a mapping; resolve aliases; reject unknown names clearly."""
-    if isinstance(value, Activation):
-        return value
-    if isinstance(value, str):
-        value = {"name": value}
-    if isinstance(value, dict) and "name" in value:
-        name = ALIASES.get(str(value["name"]), value["name"])
-        if name not in REGISTRY:
-            raise unknown_choice("activation", value["name"], REGISTRY, "name")
-        value = {**value, "name": name}
-    return value
-
-
 ActivationConfig = Annotated[
     Union[Linear, Tanh, Sigmoid, ReLU, LeakyReLU, ELU, SELU, GELU, SiLU, Mish, Softplus],  # noqa: UP007
     Field(discriminator="name"),
-    BeforeValidator(_normalise),
+    BeforeValidator(tagged_choice("activation", "name", Activation, REGISTRY, ALIASES)),
 ]
 
 

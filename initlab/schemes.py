@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, NonNegativeFloat, PositiveFloat
 
-from initlab._pydantic import Frozen, unknown_choice
+from initlab._pydantic import Frozen, tagged_choice, unknown_choice
 from initlab.activations import Activation
 
 if TYPE_CHECKING:
@@ -326,26 +326,13 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def _normalise(value: Any) -> Any:
-    if isinstance(value, Scheme):
-        return value
-    if isinstance(value, str):
-        value = {"scheme": value}
-    if isinstance(value, dict) and "scheme" in value:
-        name = canonical(str(value["scheme"]))
-        if name not in REGISTRY:
-            raise unknown_choice("scheme", value["scheme"], REGISTRY, "scheme")
-        value = {**value, "scheme": name}
-    return value
-
-
 SchemeConfig = Annotated[
     Union[  # noqa: UP007
         Default, Normal, Uniform, Constant, Zeros, Ones, XavierUniform, XavierNormal,
         KaimingUniform, KaimingNormal, Orthogonal, TruncNormal, Sparse, LecunNormal,
     ],
     Field(discriminator="scheme"),
-    BeforeValidator(_normalise),
+    BeforeValidator(tagged_choice("scheme", "scheme", Scheme, REGISTRY, ALIASES)),
 ]
 
 
