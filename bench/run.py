@@ -311,7 +311,8 @@ def markdown(sections: list[Section], header: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the suite runs (CI)")
-    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the report")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the report (default: BENCHMARKS.md; with --smoke, nowhere)")
     parser.add_argument("--device", default=None, help="also measure probe overhead on this device (e.g. cuda)")
     args = parser.parse_args()
     import torch
@@ -339,7 +340,9 @@ def main() -> None:
             sections.insert(2, probe_overhead(gpu_sizes, depth=100, reps=10, device=device))
     header = f"# Benchmarks\n\n`{' '.join(['python', *sys.argv])}` on {machine()}."
     text = markdown(sections, header)
-    args.out.write_text(text, encoding="utf-8")
+    out = args.out if args.out is not None or args.smoke else ROOT / "BENCHMARKS.md"
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
     print(text)
 
 

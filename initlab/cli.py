@@ -92,7 +92,10 @@ def run(
         from rich.console import Console
 
         from initlab import report
-        from initlab.results import save_run
+        from initlab.results import check_writable, save_run
+
+        if save:  # before the study runs, not after: a long run's results are not lost
+            check_writable(out / resolved.name)
         from initlab.runner import run as run_study
 
         result = run_study(resolved)
@@ -150,7 +153,10 @@ def gain(
         from initlab import report
         from initlab.gain import gain_report
 
-        reports = [gain_report(act, samples=samples, seed=seed) for act in chosen]
+        try:
+            reports = [gain_report(act, samples=samples, seed=seed) for act in chosen]
+        except (ValueError, ArithmeticError) as err:  # parameters so extreme the moments over/underflow
+            raise InitlabError(f"gain: no finite gain: {err}") from None
         if json_output:
             typer.echo(report.gain_json(reports), nl=False)
         elif all_:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, Field, NonNegativeFloat, ValidationError, model_serializer, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from initlab import activations, schemes
 from initlab._pydantic import Frozen
@@ -51,8 +51,8 @@ def _flatten(weight: Scheme, rest: dict[str, Any]) -> dict[str, Any]:
 class ModelConfig(Frozen):
     """The network: ``depth`` blocks of ``Linear(width, width)`` followed by ``activation``."""
 
-    depth: int = Field(100, ge=1, le=100_000, description="number of Linear(+activation) blocks")
-    width: int = Field(256, ge=1, description="features in and out of every block")
+    depth: int = Field(100, ge=1, le=100_000, strict=True, description="number of Linear(+activation) blocks")
+    width: int = Field(256, ge=1, strict=True, description="features in and out of every block")
     activation: ActivationConfig = Field(default_factory=Linear)
     bias: bool = False
 
@@ -110,7 +110,7 @@ class InitConfig(Frozen):
 class DataConfig(Frozen):
     """The input batch: ``normal`` (mean, std) or ``uniform`` (low, high)."""
 
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, strict=True)
     distribution: Literal["normal", "uniform"] = "normal"
     mean: float = 0.0
     std: NonNegativeFloat = 1.0
@@ -160,7 +160,7 @@ class Config(Frozen):
     """One study. Field names are initlab's public config interface."""
 
     name: str = Field("study", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, strict=True)
     model: ModelConfig = Field(default_factory=ModelConfig)
     init: InitConfig = Field(default_factory=InitConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -177,12 +177,21 @@ class Config(Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        for path, message in self._conflicts():
-            raise PydanticCustomError("conflict", message.replace("{", "{{").replace("}", "}}"), {"path": path})
+        problems = [
+            InitErrorDetails(
+                type=PydanticCustomError("conflict", message.replace("{", "{{").replace("}", "}}"), {"path": path}),
+                loc=(), input=None,
+            )
+            for path, message in self._conflicts()
+        ]
+        if problems:  # every conflict, one line each, not just the first
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
     def _conflicts(self) -> Iterable[tuple[str, str]]:
         depth, act = self.model.depth, self.model.activation
+        if self.model.width * self.data.batch_size < 2:
+            yield "data.batch_size", "a std needs at least 2 values per layer: raise batch_size or model.width"
         seen: set[int] = set()
         for i, layer in enumerate(self.init.layers):
             if not -depth <= layer.index < depth:
@@ -303,6 +312,9 @@ def apply_override(raw: dict[str, Any], override: str, set_paths: set[tuple[str,
         if isinstance(child, str):  # a bare name: expand to its tagged mapping
             child = {_TAGS.get(key, "scheme"): child}
         elif child is None:
+            if path[depth + 1].lstrip("-").isdigit():
+                raise ConfigError([f"override {override!r}: {'.'.join(path[: depth + 1])} has no item "
+                                   f"{path[depth + 1]} (set the whole list, e.g. {'.'.join(path[: depth + 1])}=[...])"])
             child = {}
         elif not isinstance(child, (dict, list)):
             raise ConfigError([f"override {override!r}: {'.'.join(path[: depth + 1])} is not a mapping"])
@@ -386,6 +398,8 @@ def format_errors(
             loc = _raw_path(raw, (*prefix, *error["loc"]))
             if "key" in ctx and loc[-1:] != (ctx["key"],) and (*loc, ctx["key"]) in lines:
                 loc = (*loc, ctx["key"])
+            elif error["type"] == "missing":  # the field the user did not write: name it
+                loc = (*loc, error["loc"][-1])
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         where = _where(loc, lines, source, overrides) if lines or overrides else source
         out.append(f"{where}: {dotted}: {_describe(error)}")
@@ -402,6 +416,9 @@ def _where(
     for n in range(len(key), 0, -1):
         if key[:n] in overrides:
             return f"override {overrides[key[:n]]!r}"
+    below = [text for path, text in overrides.items() if key and path[: len(key)] == key]
+    if below:  # the override created or changed something under this path
+        return f"override {below[0]!r}"
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
             return f"{source}:{lines[loc[:n]]}"
@@ -420,6 +437,12 @@ def parse_cli_choice(kind: Literal["activation", "scheme"], value: dict[str, Any
         raise ConfigError(format_errors(err, {kind: value}, lines, source, {}, prefix=(kind,))) from None
 
 
+def _name_from(stem: str) -> str:
+    """A results-folder name from a file name: unsafe characters become ``-``."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).lstrip("-_.")
+    return name or "study"
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None), apply overrides, validate once."""
     source = str(path) if path is not None else "(defaults)"
@@ -434,7 +457,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
         except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
             raise ConfigError([f"{source}: cannot read the config: {err}"]) from None
         raw, lines = _parse_yaml(text, source)
-        raw.setdefault("name", Path(path).stem)
+        raw.setdefault("name", _name_from(Path(path).stem))
     set_paths: set[tuple[str, ...]] = set()
     by_path: dict[tuple[str, ...], str] = {}
     for override in overrides:

@@ -464,6 +464,8 @@ def gain_report(
     """All gain definitions for ``activation``, their variance-map fates from ``q0``, and why they differ."""
     torch_gain = activation.torch_gain()
     mean, second = gaussian_moments(activation)
+    if not (math.isfinite(second) and math.isfinite(mean)):
+        raise ValueError(f"{activation.label()}: E[phi(z)^2] = {second!r} is not finite")
     if not second > 0.0:
         raise ValueError(f"{activation.label()}: E[phi(z)^2] = {second!r}, no second-moment gain exists")
     second_gain = 1.0 / math.sqrt(second)

@@ -268,6 +268,8 @@ def std_tables(
                   zip(shape["scheme"], shape["activation"], shape["layer"], shape["median"], strict=True)}
         drawn = set(zip(shape["scheme"], shape["activation"], strict=True))
         cells = [(s, a) for a in axes["activations"] for s in axes["schemes"] if (s, a) in drawn]
+        if not cells:  # every cell of this shape failed: nothing to tabulate
+            continue
         title = f"std by layer (median over seeds): depth {depth}, width {net_width}"
         for chunk in _fit(cells, width):
             headers = [[activation, *_break_label(scheme).splitlines()] for scheme, activation in chunk]

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from initlab.config import Config, to_yaml
+from initlab.errors import InitlabError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from initlab.runner import Result
 
 
 def clean(value: Any) -> Any:
@@ -69,10 +72,23 @@ def run_id(when: datetime, seed: int) -> str:
     return f"{when.astimezone(timezone.utc):%Y%m%d-%H%M%S}-s{seed}"
 
 
+def check_writable(root: Path) -> None:
+    """Refuse, before any work, a results root that cannot hold folders."""
+    existing = next((p for p in (root, *root.absolute().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InitlabError(f"results folder {root}: {existing} is a file, not a folder (see --out)")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise InitlabError(f"results folder {root}: cannot write in {existing} (see --out)")
+
+
 def write_folder(root: Path, name: str, ident: str, files: dict[str, str]) -> Path:
     """Write ``files`` into a new ``root/name/ident[-k]`` folder, atomically; return it."""
     parent = root / name
-    parent.mkdir(parents=True, exist_ok=True)
+    check_writable(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InitlabError(f"cannot create the results folder {parent}: {err.strerror}") from None
     stage = Path(_mkdtemp(parent, ident))
     try:
         for filename, text in files.items():
@@ -112,7 +128,7 @@ def study_files(config: Config, layers: pd.DataFrame, summary: dict[str, Any], m
     }
 
 
-def save_run(result: Any, root: Path, argv: Sequence[str]) -> Path:
+def save_run(result: Result, root: Path, argv: Sequence[str]) -> Path:
     """Save a :class:`~initlab.runner.Result` under ``root``; return its folder."""
     meta = {**result.meta, "argv": list(argv), "git_commit": git_commit()}
     started = datetime.fromisoformat(meta["started"])

@@ -6,6 +6,7 @@ DataFrames; the CLI renders it and :mod:`initlab.results` saves it.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -70,7 +71,8 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
         records, timings = _forward(config, placement, draws)
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
     table = layer_table(pd.DataFrame.from_records([r for r in records if r["site"] != "input"]), config.model.depth)
-    verdict = classify(table["std"].tolist(), table["nonfinite"].tolist(), config.verdict)
+    std = [None if math.isnan(v) else v for v in table["std"].tolist()]  # undefined, not a number
+    verdict = classify(std, table["nonfinite"].tolist(), config.verdict)
     meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
     return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta)
 

@@ -15,10 +15,11 @@ torch is imported lazily: validating a config does not need it.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BeforeValidator, Field, NonNegativeFloat, PositiveFloat
+from pydantic import BeforeValidator, Field, NonNegativeFloat, PositiveFloat, model_validator
 
 from initlab._pydantic import Frozen, tagged_choice, unknown_choice
 from initlab.activations import Activation
@@ -80,10 +81,16 @@ class Scheme(Frozen):
 def resolve_gain(gain: Gain, activation: Activation) -> float:
     """The number a ``gain`` stands for under ``activation``."""
     if isinstance(gain, str):
-        from initlab import gain as gains
-
-        return gains.resolve_gain(activation, gain)
+        return _named_gain(activation, gain)
     return float(gain)
+
+
+@functools.lru_cache(maxsize=64)
+def _named_gain(activation: Activation, name: str) -> float:
+    """Computed once per activation and definition: every layer of a study asks again."""
+    from initlab import gain as gains
+
+    return gains.resolve_gain(activation, name)
 
 
 class Normal(Scheme):
@@ -109,9 +116,13 @@ class Uniform(Scheme):
     def init_(self, tensor: torch.Tensor, activation: Activation, generator: torch.Generator | None) -> None:
         from torch.nn import init
 
+        init.uniform_(tensor, self.a, self.b, generator=generator)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
         if self.b < self.a:
             raise ValueError(f"uniform needs a <= b, got a={self.a}, b={self.b}")
-        init.uniform_(tensor, self.a, self.b, generator=generator)
+        return self
 
 
 class Constant(Scheme):
@@ -245,9 +256,13 @@ class TruncNormal(Scheme):
     def init_(self, tensor: torch.Tensor, activation: Activation, generator: torch.Generator | None) -> None:
         from torch.nn import init
 
+        init.trunc_normal_(tensor, self.mean, self.std, self.a, self.b, generator=generator)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TruncNormal:
         if self.b <= self.a:
             raise ValueError(f"trunc_normal needs a < b, got a={self.a}, b={self.b}")
-        init.trunc_normal_(tensor, self.mean, self.std, self.a, self.b, generator=generator)
+        return self
 
 
 class Sparse(Scheme):

@@ -7,7 +7,9 @@
 #
 # The venv sees the system's site-packages, so a torch that is already installed (a
 # GPU cluster's CUDA build, say) is reused, never replaced. Only when no torch can be
-# imported is one installed: $TORCH_SPEC, by default the CPU build pinned below.
+# imported is one installed: $TORCH_SPEC, by default torch==2.13.0 (a local CPU wheel on
+# the team's machines; elsewhere pip takes PyPI's build, so set TORCH_SPEC or install the
+# torch you want first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra="${1:-}"

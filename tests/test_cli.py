@@ -139,3 +139,27 @@ def test_gain_errors(args: list[str], expected: str) -> None:
     assert code == 2
     assert out == ""
     assert expected in err and "Traceback" not in err
+
+
+def test_an_unusable_out_is_refused_before_the_study_runs(tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    code, out, err = invoke("run", str(CONFIGS / "tanh-xavier.yaml"), *SMALL, "--out", str(blocker))
+    assert code == 2
+    assert out == ""
+    assert "is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_compare_where_every_cell_fails_reports_and_exits_1(tmp_path: Path) -> None:
+    code, out, err = invoke("compare", "--schemes", "xavier:gain=torch", "--activations", "gelu",
+                            "--depth", "4", "--width", "8", "--out", str(tmp_path))
+    assert code == 1, err
+    assert "FAILED" in out and "no gain for gelu" in out
+    assert "Traceback" not in err
+
+
+def test_gain_with_parameters_too_extreme_for_a_finite_gain() -> None:
+    code, out, err = invoke("gain", "elu", "--param", "alpha=1e300", "--samples", "1000")
+    assert code == 2
+    assert out == ""
+    assert "no finite gain" in err and "Traceback" not in err and "Warning" not in err

@@ -166,3 +166,43 @@ def test_non_mapping_and_missing_files(tmp_path: Path, write_yaml) -> None:  # t
 def test_bad_overrides_are_named(write_yaml, override: str, expected: str) -> None:  # type: ignore[no-untyped-def]
     (line,) = errors(write_yaml("seed: 1\ninit: {layers: []}\n"), (override,))
     assert expected in line
+
+
+def test_every_conflict_is_reported(write_yaml) -> None:  # type: ignore[no-untyped-def]
+    text = ("model: {depth: 6, activation: gelu}\ninit:\n  scheme: xavier\n  gain: torch\n"
+            "  layers:\n    - {index: 7, scheme: zeros}\n  bias: xavier\n")
+    paths = [line.split(": ")[1] for line in errors(write_yaml(text))]
+    assert sorted(paths) == ["init.bias", "init.gain", "init.layers.0.index"]
+
+
+def test_a_missing_required_field_is_named(write_yaml) -> None:  # type: ignore[no-untyped-def]
+    source = write_yaml("init:\n  scheme: constant\n")
+    assert errors(source) == [f"{source}:1: init.val: field required"]  # the mapping that lacks it
+    (line,) = errors(write_yaml("init:\n  layers:\n    - {index: 0, scheme: sparse}\n"))
+    assert "init.layers.0.sparsity: field required" in line
+
+
+def test_errors_under_an_override_name_the_override(write_yaml) -> None:  # type: ignore[no-untyped-def]
+    source = write_yaml("seed: 1\n")
+    assert errors(source, ("foo.bar=1",))[0].startswith("override 'foo.bar=1': foo: unknown key 'foo'")
+    assert errors(source, ("data_parallel.device_ids=[0]",))[0].startswith(
+        "override 'data_parallel.device_ids=[0]': data_parallel: needs device: cuda"
+    )
+    (line,) = errors(source, ("init.layers.0.val=0.3",))
+    assert "init.layers has no item 0" in line
+
+
+def test_name_from_an_unusual_file_name(write_yaml) -> None:  # type: ignore[no-untyped-def]
+    assert load_config(write_yaml("seed: 1\n", "my study.yaml")).name == "my-study"
+    assert load_config(write_yaml("seed: 1\n", "_x.yaml")).name == "x"
+
+
+@pytest.mark.parametrize("text", ["model: {depth: true}\n", "data: {batch_size: false}\n", "seed: true\n"])
+def test_booleans_are_not_integers(write_yaml, text: str) -> None:  # type: ignore[no-untyped-def]
+    (line,) = errors(write_yaml(text))
+    assert "valid integer" in line
+
+
+def test_a_single_value_per_layer_has_no_std(write_yaml) -> None:  # type: ignore[no-untyped-def]
+    (line,) = errors(write_yaml("model: {width: 1}\ndata: {batch_size: 1}\n"))
+    assert "data.batch_size: a std needs at least 2 values per layer" in line
