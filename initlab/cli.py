@@ -7,10 +7,10 @@ Heavy modules (torch, pandas, the runner) are imported inside the commands so th
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -229,29 +229,19 @@ def compare(
         chosen = sweeps.parse_ints(layers, "--layers", minimum=None) if layers else None
         folder: sweeps.SweepFolder | None = None
         if resume is not None:
-            _refuse_with_resume({
+            folder, plan = sweeps.resume(resume, sys.argv, given={
                 "--schemes": schemes, "--activations": activations, "--config": config, "--depth": depth,
                 "--width": width, "--batch-size": batch_size, "--bias/--no-bias": bias, "--activation": activation,
                 "--seed": seed, "--seeds": seeds if seeds != 1 else None, "--depths": depths, "--widths": widths,
                 "--out": out, "--no-save": None if save else True, "--device": device, "--devices": devices,
             })
-            folder, plan = sweeps.SweepFolder.open(resume, sys.argv)
         else:
-            base = sweeps.base_config(
-                config, depth=_one(depth, depths, "depth"), width=_one(width, widths, "width"),
-                batch_size=batch_size, bias=bias, activation=_one(activation, activations, "activation"), seed=seed,
+            plan = sweeps.plan_from_options(
+                config, schemes=schemes, activations=activations, depth=depth, width=width, batch_size=batch_size,
+                bias=bias, activation=activation, seed=seed, seeds=seeds, depths=depths, widths=widths,
                 overrides=device_overrides(device, devices),
             )
-            from initlab.devices import usable
-
-            usable(base)  # no CUDA, a bad id or dtype: one error now, not one per cell
-            plan = sweeps.plan_sweep(
-                base, sweeps.parse_schemes(_required(schemes)),
-                sweeps.parse_activations(activations) if activations else (),
-                sweeps.parse_ints(depths, "--depths") if depths else (),
-                sweeps.parse_ints(widths, "--widths") if widths else (), seeds,
-            )
-        _check_layers(chosen, plan.axes["depths"])
+        sweeps.check_layers(chosen, plan.axes["depths"])
         if resume is None and save:  # only now: bad input above writes nothing
             folder = sweeps.SweepFolder.create(out or Path("results"), plan, sys.argv)
         with _progress_bar(not json_output and len(plan.runs) > 1) as progress:
@@ -270,43 +260,6 @@ def compare(
             report.print_compare(Console(), comparison, chosen, where)
         if comparison.failed:
             raise typer.Exit(1)
-
-
-_T = TypeVar("_T")
-
-
-def _one(flag: _T | None, axis: str | None, name: str) -> _T | None:
-    """A base flag, refused next to the axis that replaces it (--depth with --depths)."""
-    from initlab.errors import InitlabError
-
-    if flag is not None and axis is not None:
-        raise InitlabError(f"--{name} and --{name}s: give one (--{name}s sweeps, --{name} sets the base network)")
-    return flag
-
-
-def _required(schemes: str | None) -> str:
-    from initlab import schemes as registry
-    from initlab.errors import InitlabError
-
-    if schemes is None:
-        valid = ", ".join(registry.names())
-        raise InitlabError(f"--schemes is required, e.g. --schemes xavier,kaiming; valid: {valid}")
-    return schemes
-
-
-def _refuse_with_resume(given: Mapping[str, object]) -> None:
-    from initlab.errors import InitlabError
-
-    extra = [name for name, value in given.items() if value is not None]
-    if extra:
-        raise InitlabError(f"--resume takes the sweep from its folder; drop {', '.join(extra)}")
-
-
-def _check_layers(chosen: list[int] | None, depths: list[int]) -> None:
-    from initlab.errors import InitlabError
-
-    if chosen is not None and not any(-d <= layer < d for layer in chosen for d in depths):
-        raise InitlabError(f"--layers: no layer of {chosen} exists at depth {', '.join(map(str, depths))}")
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,7 @@ from initlab.errors import InitlabError
 from initlab.regimes import classify
 from initlab.results import csv_text, git_commit, run_id, to_json, write_folder
 from initlab.schemes import Scheme
+from initlab.schemes import names as scheme_names
 
 if TYPE_CHECKING:
     from initlab.model import ConstructionDraws
@@ -148,6 +149,70 @@ def base_config(
         parse_activations(activation, "--activation")  # errors name the option, not an override
         overrides += activation_overrides(activation)
     return load_config(path, overrides)
+
+
+def plan_from_options(
+    config: Path | None,
+    *,
+    schemes: str | None,
+    activations: str | None = None,
+    depth: int | None = None,
+    width: int | None = None,
+    batch_size: int | None = None,
+    bias: bool | None = None,
+    activation: str | None = None,
+    seed: int | None = None,
+    seeds: int = 1,
+    depths: str | None = None,
+    widths: str | None = None,
+    overrides: Sequence[str] = (),
+) -> Plan:
+    """The plan of ``initlab compare`` from its options as typed, every check made before any run.
+
+    A bad spec, a base flag next to the axis that replaces it (``--depth`` with
+    ``--depths``), or a device that is not here is an :class:`InitlabError`.
+    """
+    from initlab.devices import usable
+
+    base = base_config(
+        config, depth=_one(depth, depths, "depth"), width=_one(width, widths, "width"), batch_size=batch_size,
+        bias=bias, activation=_one(activation, activations, "activation"), seed=seed, overrides=overrides,
+    )
+    usable(base)  # no CUDA, a bad id or dtype: one error now, not one per cell
+    return plan_sweep(
+        base, parse_schemes(_required(schemes)), parse_activations(activations) if activations else (),
+        parse_ints(depths, "--depths") if depths else (), parse_ints(widths, "--widths") if widths else (), seeds,
+    )
+
+
+def resume(path: Path, argv: Sequence[str], given: dict[str, object]) -> tuple[SweepFolder, Plan]:
+    """The folder and plan of an earlier sweep; ``given`` are the other options, which must be unset."""
+    extra = [name for name, value in given.items() if value is not None]
+    if extra:
+        raise InitlabError(f"--resume takes the sweep from its folder; drop {', '.join(extra)}")
+    return SweepFolder.open(path, argv)
+
+
+def check_layers(chosen: list[int] | None, depths: list[int]) -> None:
+    """Refuse ``--layers`` that name no layer at any of the sweep's depths."""
+    if chosen is not None and not any(-d <= layer < d for layer in chosen for d in depths):
+        raise InitlabError(f"--layers: no layer of {chosen} exists at depth {', '.join(map(str, depths))}")
+
+
+_T = TypeVar("_T")
+
+
+def _one(flag: _T | None, axis: str | None, name: str) -> _T | None:
+    """A base flag, refused next to the axis that replaces it (--depth with --depths)."""
+    if flag is not None and axis is not None:
+        raise InitlabError(f"--{name} and --{name}s: give one (--{name}s sweeps, --{name} sets the base network)")
+    return flag
+
+
+def _required(schemes: str | None) -> str:
+    if schemes is None:
+        raise InitlabError(f"--schemes is required, e.g. --schemes xavier,kaiming; valid: {', '.join(scheme_names())}")
+    return schemes
 
 
 def parse_ints(text: str, option: str, minimum: int | None = 1) -> list[int]:
