@@ -70,12 +70,12 @@ def _count(x: torch.Tensor, value: int) -> torch.Tensor:
 
 def _moments_partial(x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(x.shape[0], -1)
-    xd = flat.to(torch.float64)
+    xd = flat.to(torch.float64, copy=True)  # our own copy: centred in place below
     mean = _rowwise(torch.mean, xd)
     assert isinstance(mean, torch.Tensor)
     # Two passes in float64 (mean, then squared deviations): no cancellation, and squares
     # of values near float32's limit stay finite.
-    norm = _rowwise(torch.linalg.vector_norm, xd - mean)
+    norm = _rowwise(torch.linalg.vector_norm, xd.sub_(mean))
     nonfinite = _rowwise(torch.count_nonzero, flat - flat)  # x - x: 0 where x is finite, NaN elsewhere
     assert isinstance(norm, torch.Tensor) and isinstance(nonfinite, torch.Tensor)
     return torch.cat([_count(x, flat.shape[1]), mean, norm.square(), nonfinite.to(torch.float64)], dim=1)
