@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, model_validator
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, ValidatorFunctionWrapHandler, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
@@ -53,6 +54,16 @@ def tagged_choice(
         return value
 
     return normalise
+
+
+@functools.cache
+def _adapter(target: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(target)
+
+
+def validate_as(target: Any, value: Any) -> Any:
+    """Validate ``value`` against an annotated type (a tagged registry), adapter built once."""
+    return _adapter(target).validate_python(value)
 
 
 def _unknown_key(key: str, allowed: set[str], value: Any) -> InitErrorDetails:

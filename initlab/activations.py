@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, PositiveFloat
 
-from initlab._pydantic import Frozen, tagged_choice
+from initlab._pydantic import Frozen, tagged_choice, validate_as
 
 if TYPE_CHECKING:
     import torch
@@ -197,9 +197,7 @@ ActivationConfig = Annotated[
 
 def parse_activation(value: str | dict[str, Any]) -> Activation:
     """Validate one activation given as a name or a mapping (for the library and CLI)."""
-    from pydantic import TypeAdapter
-
-    result: Activation = TypeAdapter(ActivationConfig).validate_python(value)
+    result: Activation = validate_as(ActivationConfig, value)
     return result
 
 

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, Field, NonNegativeFloat, ValidationError, m
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from initlab import activations, schemes
-from initlab._pydantic import Frozen
+from initlab._pydantic import Frozen, validate_as
 from initlab.activations import ActivationConfig, Linear
 from initlab.errors import ConfigError
 from initlab.schemes import Scheme, SchemeConfig, Zeros
@@ -427,11 +427,9 @@ def _where(
 
 def parse_cli_choice(kind: Literal["activation", "scheme"], value: dict[str, Any], source: str) -> Any:
     """Validate an activation or scheme given on the command line; errors name ``source``."""
-    from pydantic import TypeAdapter
-
     target = activations.ActivationConfig if kind == "activation" else SchemeConfig
     try:
-        return TypeAdapter(target).validate_python(value)
+        return validate_as(target, value)
     except ValidationError as err:
         lines: dict[tuple[str | int, ...], int] = {}
         raise ConfigError(format_errors(err, {kind: value}, lines, source, {}, prefix=(kind,))) from None

@@ -156,12 +156,13 @@ def gib(n: int) -> str:
 def check_memory(config: Config, placement: Placement) -> MemoryEstimate:
     """Refuse, before building anything, a study that cannot fit where it would run."""
     need = estimate(config, placement)
-    # Weights are generated on the CPU (rng: cpu) before they move, so the CPU must hold them too.
-    checks = [(torch.device("cpu"), need.parameters if config.rng == "cpu" else 0)]
-    ids = placement.device_ids or ((placement.device.index,) if placement.device.type == "cuda" else ())
     if placement.device.type == "cpu":
         checks = [(placement.device, need.total)]
-    checks += [(torch.device("cuda", i), need.total) for i in ids]
+    else:
+        # Weights are drawn on the CPU (rng: cpu) before they move, so the CPU holds them too.
+        ids = placement.device_ids or (placement.device.index or 0,)
+        checks = [(torch.device("cpu"), need.parameters if config.rng == "cpu" else 0)]
+        checks += [(torch.device("cuda", i), need.total) for i in ids]
     for device, bytes_needed in checks:
         free = available_bytes(device)
         if free is not None and bytes_needed > free:

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -89,7 +90,7 @@ def write_folder(root: Path, name: str, ident: str, files: dict[str, str]) -> Pa
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InitlabError(f"cannot create the results folder {parent}: {err.strerror}") from None
-    stage = Path(_mkdtemp(parent, ident))
+    stage = Path(tempfile.mkdtemp(prefix=f".{ident}.", suffix=".tmp", dir=parent))
     try:
         for filename, text in files.items():
             (stage / filename).write_text(text, encoding="utf-8")
@@ -97,12 +98,6 @@ def write_folder(root: Path, name: str, ident: str, files: dict[str, str]) -> Pa
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-
-
-def _mkdtemp(parent: Path, ident: str) -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix=f".{ident}.", suffix=".tmp", dir=parent)
 
 
 def _rename_unique(stage: Path, parent: Path, ident: str) -> Path:

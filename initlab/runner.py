@@ -49,8 +49,8 @@ def layer_table(records: pd.DataFrame, depth: int) -> pd.DataFrame:
     wide = records.assign(column=records["site"].map(_PREFIX) + records["stat"]).pivot(
         index="layer", columns="column", values="value"
     )
-    columns = [p + s for p in _PREFIX.values() for s in _ORDER if p + s in wide.columns]
-    columns.remove("weight_nonfinite") if "weight_nonfinite" in columns else None
+    # Weights' non-finite count is not a column: init schemes only draw finite values.
+    columns = [p + s for p in _PREFIX.values() for s in _ORDER if p + s in wide.columns and p + s != "weight_nonfinite"]
     table: pd.DataFrame = wide.reindex(index=range(depth), columns=columns).rename_axis(columns=None).reset_index()
     for name in columns:
         if name.endswith("nonfinite"):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, NonNegativeFloat, PositiveFloat, model_validator
 
-from initlab._pydantic import Frozen, tagged_choice, unknown_choice
+from initlab._pydantic import Frozen, tagged_choice, unknown_choice, validate_as
 from initlab.activations import Activation
 
 if TYPE_CHECKING:
@@ -353,9 +353,7 @@ SchemeConfig = Annotated[
 
 def parse_scheme(value: str | dict[str, Any]) -> Scheme:
     """Validate one scheme given as a name or a mapping with its arguments."""
-    from pydantic import TypeAdapter
-
-    result: Scheme = TypeAdapter(SchemeConfig).validate_python(value)
+    result: Scheme = validate_as(SchemeConfig, value)
     return result
 
 
