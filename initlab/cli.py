@@ -16,6 +16,7 @@ import typer
 
 if TYPE_CHECKING:
     from initlab.compare import SweepFolder
+    from initlab.config import Override
 
 app = typer.Typer(
     name="initlab",
@@ -45,11 +46,20 @@ DevicesOption = Annotated[
 ]
 
 
-def device_overrides(device: str | None, devices: str | None) -> list[str]:
-    """``--device`` / ``--devices`` as config overrides, so precedence is resolved in one place."""
-    out = [f"device={device}"] if device is not None else []
+def device_overrides(device: str | None, devices: str | None) -> list[Override]:
+    """``--device`` / ``--devices`` as typed config overrides, so precedence is resolved in one place."""
+    from initlab.config import Override
+    from initlab.errors import InitlabError
+
+    out = [Override(("device",), device, f"--device {device!r}")] if device is not None else []
     if devices is not None:
-        out += [f"data_parallel.device_ids=[{devices}]"] + ([] if device is not None else ["device=cuda"])
+        source = f"--devices {devices!r}"
+        ids = [part.strip() for part in devices.split(",")]
+        if not all(part.isdecimal() for part in ids):
+            raise InitlabError(f"{source}: expected CUDA device ids separated by commas, e.g. 0,1")
+        out.append(Override(("data_parallel", "device_ids"), [int(part) for part in ids], source))
+        if device is None:
+            out.append(Override(("device",), "cuda", source))
     return out
 
 

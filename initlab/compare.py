@@ -40,6 +40,7 @@ from initlab import __version__
 from initlab.activations import Activation
 from initlab.config import (
     Config,
+    Override,
     VerdictConfig,
     format_errors,
     load_config,
@@ -115,13 +116,16 @@ def parse_activations(text: str, option: str = "--activations") -> list[Activati
     return [parse_cli_choice("activation", spec, option) for spec in _spec_dicts(text, option, "name")]
 
 
-def activation_overrides(text: str, option: str = "--activation") -> list[str]:
+def activation_overrides(text: str, option: str = "--activation") -> list[Override]:
     """Config overrides that set ``model.activation`` to one spec (arguments kept as written)."""
     specs = split_specs(text, option)
     if len(specs) != 1:
         raise InitlabError(f"{option} {text!r}: expected one activation")
     name, args = specs[0]
-    return [f"model.activation.name={name}"] + [f"model.activation.{key}={value}" for key, value in args]
+    source = f"{option} {text!r}"
+    return [Override(("model", "activation", "name"), name, source, name)] + [
+        Override(("model", "activation", key), parse_value(value), source, value) for key, value in args
+    ]
 
 
 def base_config(
@@ -133,22 +137,21 @@ def base_config(
     bias: bool | None = None,
     activation: str | None = None,
     seed: int | None = None,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str | Override] = (),
 ) -> Config:
     """The base network: ``path`` (or the classic study's defaults, named ``compare``) with the given
     fields and ``overrides`` (``device=cuda``, say) applied through :func:`initlab.config.load_config`,
-    so precedence lives in one place."""
-    overrides = [*([] if path is not None else ["name=compare"]), *overrides]
-    for key, value in (("model.depth", depth), ("model.width", width), ("data.batch_size", batch_size),
-                       ("seed", seed)):
+    so precedence lives in one place; errors name the option (``--seed 5``)."""
+    typed = [*([] if path is not None else [Override(("name",), "compare", "the default name")]), *overrides]
+    for option, key, value in (("--depth", ("model", "depth"), depth), ("--width", ("model", "width"), width),
+                               ("--batch-size", ("data", "batch_size"), batch_size), ("--seed", ("seed",), seed)):
         if value is not None:
-            overrides.append(f"{key}={value}")
+            typed.append(Override(key, value, f"{option} {value}"))
     if bias is not None:
-        overrides.append(f"model.bias={str(bias).lower()}")
+        typed.append(Override(("model", "bias"), bias, "--bias" if bias else "--no-bias"))
     if activation is not None:
-        parse_activations(activation, "--activation")  # errors name the option, not an override
-        overrides += activation_overrides(activation)
-    return load_config(path, overrides)
+        typed += activation_overrides(activation)
+    return load_config(path, typed)
 
 
 def plan_from_options(
@@ -165,7 +168,7 @@ def plan_from_options(
     seeds: int = 1,
     depths: str | None = None,
     widths: str | None = None,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str | Override] = (),
 ) -> Plan:
     """The plan of ``initlab compare`` from its options as typed, every check made before any run.
 

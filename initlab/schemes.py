@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, NonNegativeFloat, PositiveFloat, model_validator
 
-from initlab._pydantic import Frozen, tagged_choice, unknown_choice, validate_as
+from initlab._pydantic import Choice, Frozen, unknown_choice, validate_as
 from initlab.activations import Activation
 
 if TYPE_CHECKING:
@@ -347,7 +347,7 @@ SchemeConfig = Annotated[
         KaimingUniform, KaimingNormal, Orthogonal, TruncNormal, Sparse, LecunNormal,
     ],
     Field(discriminator="scheme"),
-    BeforeValidator(tagged_choice("scheme", "scheme", Scheme, REGISTRY, ALIASES)),
+    BeforeValidator(Choice("scheme", "scheme", REGISTRY, ALIASES)),
 ]
 
 
