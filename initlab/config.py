@@ -404,6 +404,8 @@ def _describe(error: Mapping[str, Any], path: ConfigPath, raw: Any, text: str | 
         return unknown(str(path[-1]), given, [str(v) for v in get_args(info.annotation)] if info else [])
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {_got(given, text, kind=True)}"
+    if kind == "string_pattern_mismatch":  # the study's name, which names its results folder
+        return f"{given!r} is not a folder name: use letters, digits, '_', '.' and '-', starting with a letter or digit"
     if kind == "too_short":
         return f"expected at least one item, got {_got(given, text)}"
     if kind == "missing":

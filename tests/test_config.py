@@ -122,6 +122,7 @@ LINE = re.compile(r"^(?P<where>[^:]+\.yaml:\d+|override '[^']+'): (?P<path>[\w.]
          "unknown gain 'big'; valid: auto, second_moment, std_ratio, torch"),
         ("data:\n  low: 1\n", 2, "data.low", "does not apply to distribution 'normal'"),
         ("device: gpu\n", 1, "device", "valid: auto, cpu, cuda, cuda:N"),
+        ("name: x y\n", 1, "name", "'x y' is not a folder name: use letters, digits"),
         ("dtype: float8\n", 1, "dtype", "valid: bfloat16, float16, float32, float64"),
     ],
 )
