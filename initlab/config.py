@@ -34,15 +34,21 @@ from initlab.activations import ActivationConfig, Linear
 from initlab.errors import ConfigError
 from initlab.schemes import Scheme, SchemeConfig, Zeros
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:(?P<index>\d+))?)$")
 _DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+#: torch keeps a device's index in 8 bits: ``cuda:128`` would silently become ``cuda:-128``.
+MAX_DEVICE_INDEX = 127
 #: An integer field takes integers only: not ``1e2``, ``true`` or ``"3"``.
 Int = Annotated[int, Field(strict=True)]
+DeviceIndex = Annotated[int, Field(strict=True, ge=0, le=MAX_DEVICE_INDEX)]
 
 
 def _check_device(value: str) -> str:
-    if not _DEVICE.match(value):
+    match = _DEVICE.match(value)
+    if not match:
         raise unknown_choice("device", value, _DEVICES, "device")
+    if match["index"] is not None and int(match["index"]) > MAX_DEVICE_INDEX:
+        raise ValueError(f"a CUDA device index is at most {MAX_DEVICE_INDEX} (torch keeps it in 8 bits)")
     return value
 
 
@@ -144,8 +150,8 @@ class VerdictConfig(Frozen):
 class DataParallelConfig(Frozen):
     """Run the model under ``nn.DataParallel`` on these CUDA devices."""
 
-    device_ids: tuple[Int, ...] = Field(min_length=1, description="CUDA device ids, the first holds the model")
-    output_device: Int | None = Field(None, ge=0, description="where outputs are gathered; default device_ids[0]")
+    device_ids: tuple[DeviceIndex, ...] = Field(min_length=1, description="CUDA device ids, the first holds the model")
+    output_device: DeviceIndex | None = Field(None, description="where outputs are gathered; default device_ids[0]")
 
     @model_validator(mode="after")
     def _distinct(self) -> DataParallelConfig:
@@ -461,13 +467,25 @@ def format_errors(
     """
     overrides = list(overrides)
     located = []
-    for n, error in enumerate(err.errors()):
+    for n, error in enumerate(_causes(err.errors())):
         path = _error_path(error, raw, prefix)
         where, line = _where(path, lines, source, overrides)
         text = next((o.text for o in reversed(overrides) if o.path == path), (texts or {}).get(path))
         what = _describe(error, path, raw, text, root)
         located.append((line, n, f"{where}: {_dotted(path) or '(top level)'}: {what}"))
     return [message for *_, message in sorted(located)]
+
+
+def _causes(errors: list[Any]) -> list[Any]:
+    """The errors without those that only follow from another: a list "too short after
+    validation" because its items failed (``device_ids: [a]`` is one problem, not two)."""
+    def follows(error: Any) -> bool:
+        loc = tuple(error["loc"])
+        return error["type"] == "too_short" and any(
+            len(other["loc"]) > len(loc) and tuple(other["loc"][: len(loc)]) == loc for other in errors
+        )
+
+    return [error for error in errors if not follows(error)]
 
 
 def _error_path(error: Mapping[str, Any], raw: Any, prefix: ConfigPath) -> ConfigPath:

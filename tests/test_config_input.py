@@ -15,7 +15,7 @@ runner = CliRunner()
 TINY = ["model.depth=3", "model.width=8"]
 #: Phrases of pydantic's own messages that mean nothing to someone who wrote a YAML file.
 INTERNALS = ("instance of", "tuple", "model_type", "Input should be a valid dictionary", "Extra inputs",
-             "pydantic", "function-", "Value error", "[type=", "Choice(")
+             "pydantic", "function-", "Value error", "[type=", "Choice(", "<class", "typing.", "literal[")
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -150,6 +150,20 @@ def test_numbers_torch_would_crash_on_are_refused(write_yaml, tmp_path: Path, ar
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--device", "cuda:99999999999"], "--device 'cuda:99999999999': device: a CUDA device index is at most 127"),
+        (["--device", "cuda:128"], "--device 'cuda:128': device: a CUDA device index is at most 127"),
+        (["--devices", "0,128"], "--devices '0,128': data_parallel.device_ids.1: input should be less than or equal"),
+        (["data_parallel={device_ids: [0], output_device: 99999999999999999999}", "device=cuda"],
+         "data_parallel.output_device: input should be less than or equal to 127"),
+    ],
+)
+def test_device_indices_fit_torchs_eight_bits(write_yaml, args: list[str], expected: str) -> None:  # type: ignore[no-untyped-def]
+    assert expected in refused("run", str(write_yaml("seed: 1\n")), *args)
+
+
 def test_a_seed_beyond_torch_from_a_file_and_from_compare(write_yaml, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     path = write_yaml("seed: 18446744073709551616\n")
     assert refused("run", str(path)) == (
@@ -250,10 +264,42 @@ def test_no_message_leaks_pydantic_internals(write_yaml, text: str) -> None:  # 
     path = write_yaml(text)
     code, out, err = invoke("run", str(path), "--no-save")
     assert code == 2 and out == "" and "Traceback" not in err
-    for line in err.strip().splitlines():
-        assert line.startswith(f"error: {path}:"), line
-        said = line.removeprefix(f"error: {path}:")
-        assert not any(phrase in said for phrase in INTERNALS), line
+    (line,) = err.strip().splitlines()  # one problem, one line
+    assert line.startswith(f"error: {path}:"), line
+    said = line.removeprefix(f"error: {path}:")
+    assert not any(phrase in said for phrase in INTERNALS), line
+
+
+BAD_ARGS = [
+    ["run", "CONFIG", "model.depth=[1]"],
+    ["run", "CONFIG", "model.depth="],
+    ["run", "CONFIG", "model.activation={}"],
+    ["run", "CONFIG", "model.activation.name=leaky_relu", "model.activation.negative_slope=x"],
+    ["run", "CONFIG", "data_parallel.device_ids=abc", "device=cuda"],
+    ["run", "CONFIG", "init.layers=3"],
+    ["run", "CONFIG", "init.scheme=xavier", "init.gain=[1]"],
+    ["run", "CONFIG", "init.scheme=xavier", "init.gain=true"],
+    ["run", "CONFIG", "--devices", "a,b"],
+    ["run", "CONFIG", "--devices", ""],
+    ["gain", "elu", "--param", "alpha=[1]"],
+    ["gain", "elu", "--param", "alpha=x"],
+    ["gain", "gelu", "--param", "approximate=3"],
+    ["compare", "--schemes", "xavier:gain=[1]"],
+    ["compare", "--schemes", "xavier:gain={a: 1}"],
+    ["compare", "--schemes", "normal:std=x"],
+    ["compare", "--schemes", "xavier", "--activations", "leaky_relu:negative_slope=[1]"],
+    ["compare", "--schemes", "xavier", "--activation", "tanh:alpha=1"],
+    ["compare", "--schemes", "xavier", "--devices", "a,b"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_ARGS, ids=" ".join)
+def test_no_command_line_message_leaks_pydantic_internals(write_yaml, tmp_path: Path, args: list[str]) -> None:  # type: ignore[no-untyped-def]
+    config = str(write_yaml("seed: 1\n"))
+    out = ["--out", str(tmp_path / "out")] if args[0] != "gain" else []
+    line = refused(*[config if arg == "CONFIG" else arg for arg in args], *out)
+    assert not any(phrase in line for phrase in INTERNALS), line
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------- overrides, typed and as text
