@@ -235,7 +235,7 @@ def _auto_problems(path: str, scheme: Scheme, act: activations.Activation) -> It
 #: A command-line value read as the YAML of a file reads it (one number rule for both).
 parse_value = yamlfile.parse_value
 
-ConfigPath = tuple[str | int, ...]
+ConfigPath = yamlfile.KeyPath
 _INDEX = re.compile(r"^-?\d+$")
 
 

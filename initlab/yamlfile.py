@@ -21,7 +21,7 @@ import yaml
 
 from initlab.errors import ConfigError
 
-Path_ = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]
 
 _INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
 _FLOAT = re.compile(
@@ -79,8 +79,8 @@ class Document:
     """A config file's contents, with the line of every key and list item, and every scalar's text."""
 
     data: dict[str, Any]
-    lines: dict[Path_, int] = field(default_factory=dict)
-    texts: dict[Path_, str] = field(default_factory=dict)
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+    texts: dict[KeyPath, str] = field(default_factory=dict)
 
 
 def read(text: str, source: str) -> Document:
@@ -107,7 +107,7 @@ def read(text: str, source: str) -> Document:
     return doc
 
 
-def _walk(node: yaml.Node, path: Path_, doc: Document) -> Iterator[tuple[int, str]]:
+def _walk(node: yaml.Node, path: KeyPath, doc: Document) -> Iterator[tuple[int, str]]:
     """Record lines and texts under ``node``; yield ``(line, message)`` for every duplicate key."""
     if len(path) > 32:  # an alias that contains itself: nothing a config needs lies this deep
         return
