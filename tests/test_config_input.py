@@ -329,3 +329,11 @@ def test_the_written_config_reloads_to_an_equal_config(write_yaml, tmp_path: Pat
     written = tmp_path / "config.yaml"
     written.write_text(to_yaml(config))
     assert load_config(written) == config
+
+
+def test_the_readme_names_every_alias() -> None:
+    from initlab import activations, schemes
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert [alias for alias in [*schemes.ALIASES, *activations.ALIASES] if f"`{alias}`" not in readme] == []
