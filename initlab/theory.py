@@ -679,3 +679,12 @@ def predict(config: Config, input_second_moment: float, tol: float = CRITICAL_TO
         xi_q=at.xi_q, xi_c=at.xi_c, sigma_w2=sw2, sigma_b2=sb2, input_second_moment=ex2,
         log_std_drift=drift, log_std_spread=spread, depth_over_width=model.depth / model.width, notes=tuple(notes),
     )
+
+
+__all__ = [
+    "CRITICAL_TOL", "LengthFixedPoint", "Phase", "PhaseDiagram", "PointTheory", "Prediction", "Trajectory",
+    "bias_variance", "chi1", "chi1_grid", "correlation_fixed_point", "correlation_map", "correlation_slope",
+    "critical_sigma_b2", "critical_sigma_w2", "depth_scale", "finite_width_log_std", "gaussian_expectation",
+    "input_second_moment", "length_fixed_point", "length_map", "length_map_slope", "length_trajectory",
+    "phase_diagram", "phase_of", "point", "post_std", "predict", "sigma_w2", "trajectory", "weight_variance",
+]
