@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ from initlab.config import Config
 from initlab.model import ConstructionDraws, build, draw_input, probe_targets
 from initlab.probes import ForwardProbe, Record, statistics_for
 from initlab.regimes import Verdict, classify
+from initlab.theory import Prediction, input_second_moment, predict
 
 #: Column order of the per-layer table: pre-activation, block output, weights.
 _PREFIX = {"pre": "pre_", "post": "", "weight": "weight_"}
@@ -37,11 +39,13 @@ class Result:
     records: pd.DataFrame  # tidy: layer, site, stat, value
     verdict: Verdict
     meta: dict[str, Any] = field(default_factory=dict)
+    theory: Prediction | None = None  # the mean-field prediction (initlab.theory)
 
     @property
     def summary(self) -> dict[str, Any]:
-        """The verdict and its figures, as written to summary.json."""
-        return {"name": self.config.name, **self.verdict.as_dict()}
+        """The verdict and its figures, as written to summary.json; the prediction under ``theory``."""
+        theory = self.theory.summary() if self.theory is not None else None
+        return {"name": self.config.name, **self.verdict.as_dict(), "theory": theory}
 
 
 def layer_table(records: pd.DataFrame, depth: int) -> pd.DataFrame:
@@ -74,7 +78,19 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     std = [None if math.isnan(v) else v for v in table["std"].tolist()]  # undefined, not a number
     verdict = classify(std, table["nonfinite"].tolist(), config.verdict)
     meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
-    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta)
+    prediction = predict(config, input_second_moment(config.data))
+    table = with_theory(table, prediction)
+    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction)
+
+
+def with_theory(table: pd.DataFrame, prediction: Prediction) -> pd.DataFrame:
+    """``table`` plus the predicted ``theory_pre_std`` (√q_l) and ``theory_std`` (std φ at q_l) columns,
+    missing where the theory does not apply or the prediction leaves float range."""
+    out: pd.DataFrame = table.copy()
+    for name, values in {"theory_pre_std": prediction.pre_std, "theory_std": prediction.post_std}.items():
+        predicted = np.asarray(values if values else [math.nan] * len(table), dtype=np.float64)
+        out[name] = np.where(np.isfinite(predicted), predicted, np.nan)
+    return out
 
 
 def _forward(
