@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from initlab.compare import Comparison
 
 #: One colour per regime, shared by tables and plots.
-COLOURS = {"explosion": "red", "vanishing": "blue", "stable": "green"}
-PLOT_COLOURS = {"explosion": "#d62728", "vanishing": "#1f77b4", "stable": "#2ca02c"}
+COLOURS = {"explosion": "red", "vanishing": "blue", "saturated": "magenta", "stable": "green"}
+PLOT_COLOURS = {"explosion": "#d62728", "vanishing": "#1f77b4", "saturated": "#9467bd", "stable": "#2ca02c"}
 
 #: Table columns: (layers.csv column, header). Headers are short to fit 80 columns.
 _COLUMNS = [
@@ -73,20 +73,29 @@ def layer_table(layers: pd.DataFrame, summary: dict[str, Any], every: int = 1) -
 
 
 def verdict_line(summary: dict[str, Any]) -> Text:
-    """``verdict: stable`` plus the figures that justify it, coloured by regime."""
+    """The verdict, once: the regime and its figures, then one line saying why (and any notes)."""
     regime = summary["regime"]
     text = Text("verdict: ", style="bold")
     text.append(regime.upper() + (" (non-finite)" if summary["nonfinite"] else ""), style=f"bold {COLOURS[regime]}")
-    figures = [
-        f"growth/layer x{fmt(summary['growth_per_layer'])}",
-        f"last/first {fmt(summary['ratio'])}",
-        f"trend t {fmt(summary['trend_t'], 3)}",
-    ]
-    if summary["first_nonfinite_layer"] is not None:
-        figures.append(f"first non-finite layer {summary['first_nonfinite_layer']}")
-    text.append("  " + ", ".join(figures))
-    text.append(f"\n  {summary['reason']}", style="dim")
+    text.append("  " + verdict_figures(summary))
+    why = "; ".join([summary["reason"], *(summary.get("notes") or [])])
+    text.append(f"\n  why: {why}", style="dim")
     return text
+
+
+def verdict_figures(summary: dict[str, Any]) -> str:
+    """``std x0.644 of the input's at layer 99 (-0.19 decades, x0.9956/layer)``; for a run that went
+    non-finite, the figures are those of the last finite layer, named."""
+    last = summary["last_finite_layer"]
+    if last is None:
+        return "no finite layer"
+    reference = "the input's" if summary.get("input_std") is not None else "layer 0's"
+    where = f"layer {last}" + (", the last finite one" if summary["nonfinite"] else "")
+    decades = summary.get("decades")
+    scale = [] if decades is None else [f"{decades:+.2f} decades"]
+    if summary["growth_per_layer"] is not None:
+        scale.append(f"x{fmt(summary['growth_per_layer'])}/layer")
+    return f"std x{fmt(summary['ratio'], 3)} of {reference} at {where}" + (f" ({', '.join(scale)})" if scale else "")
 
 
 def print_run(console: Console, layers: pd.DataFrame, summary: dict[str, Any], every: int, folder: Path | None) -> None:
