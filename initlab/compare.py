@@ -48,7 +48,7 @@ from initlab.config import (
     to_yaml,
 )
 from initlab.errors import InitlabError
-from initlab.regimes import Trace, classify
+from initlab.regimes import Trace, classify, with_theory
 from initlab.results import csv_text, git_commit, run_id, to_json, write_folder
 from initlab.schemes import Scheme
 from initlab.schemes import names as scheme_names
@@ -517,7 +517,8 @@ def median_traces(layers: pd.DataFrame) -> pd.DataFrame:
 _SUMMARY_FIGURES = ["nonfinite", "first_nonfinite_layer", "nonfinite_site", "first_zero_layer", "input_std",
                     "first_std", "last_std", "last_finite_layer", "ratio", "decades", "growth_per_layer",
                     "tail_start", "tail_change", "trend_t", "saturated_fraction", "dead_fraction",
-                    "depth_over_width", "ratio_low", "ratio_high", "reason", "notes"]
+                    "depth_over_width", "ratio_low", "ratio_high", "theory_regime", "theory_ratio",
+                    "theory_agrees", "reason", "notes"]
 
 
 def summarise(
@@ -561,6 +562,9 @@ def _summary_row(
     row |= dict.fromkeys(_SUMMARY_FIGURES)
     if trace is not None and regimes and thresholds is not None:
         verdict = classify(cell_trace(trace, summaries, position[3]), thresholds)
+        if summaries[0].get("theory") is not None:  # the same prediction for every seed of a cell
+            theory = {k: summaries[0][k] for k in ("theory_regime", "theory_ratio")}
+            verdict = with_theory(verdict, theory, summaries[0]["theory"], thresholds)
         ratios = [s["ratio"] for s in summaries if s.get("ratio") is not None]
         notes = ([f"{len(summaries)} seeds: ratio {min(ratios):.3g} to {max(ratios):.3g}"] if len(ratios) > 1 else [])
         row |= {k: v for k, v in verdict.as_dict().items() if k in _SUMMARY_FIGURES}
@@ -594,7 +598,8 @@ def _summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     floats = {c: "float64" for c in ("input_std", "first_std", "last_std", "ratio", "decades", "growth_per_layer",
                                      "tail_change", "trend_t", "saturated_fraction", "dead_fraction",
                                      "depth_over_width", "ratio_low", "ratio_high")}
-    typed: pd.DataFrame = frame.astype({**ints, **floats, "nonfinite": "boolean"})
+    typed: pd.DataFrame = frame.astype({**ints, **floats, "theory_ratio": "float64", "nonfinite": "boolean",
+                                        "theory_agrees": "boolean"})
     return typed
 
 

@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from initlab.config import VerdictConfig
+
+if TYPE_CHECKING:
+    from initlab.theory import Prediction
 
 Regime = Literal["explosion", "vanishing", "saturated", "stable"]
 REGIMES: tuple[Regime, ...] = ("explosion", "vanishing", "saturated", "stable")
@@ -79,6 +82,9 @@ class Verdict:
     depth_over_width: float | None
     reason: str
     notes: list[str] = field(default_factory=list)
+    theory_regime: Regime | None = None  # the same rules on the mean-field trace
+    theory_ratio: float | None = None  # predicted last-layer std / input std
+    theory_agrees: bool | None = None  # None where the theory does not apply
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -249,13 +255,83 @@ def _notes(f: dict[str, Any], th: VerdictConfig) -> list[str]:
         notes.append(f"{f['dead_fraction']:.0%} of the units are dead (zero for the whole batch) over the tail")
     ratio = f["depth_over_width"]
     if ratio is not None and ratio >= th.finite_width:
-        notes.append(
-            f"depth/width = {ratio:.3g}: finite width matters here (for ReLU nets Hanin & Rolnick 2018 predict "
-            f"a log-std drift of -{5 * ratio / 4:.2g} and a seed-to-seed spread of {math.sqrt(5 * ratio) / 2:.2g}, "
-            "in e-folds)"
-        )
+        notes.append(f"depth/width = {ratio:.3g}: finite width matters here (Hanin & Rolnick 2018)")
     return notes
 
 
 def _way(sign: int) -> str:
     return "rising" if sign > 0 else "falling"
+
+
+# ---------------------------------------------------------------- against the theory
+
+#: Beyond float32's range a measured trace goes non-finite; the prediction marks it so too.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def theory_figures(prediction: Prediction, input_std: float | None, thresholds: VerdictConfig,
+                   largest: float = FLOAT32_MAX) -> dict[str, Any]:
+    """``theory_regime`` and ``theory_ratio``: the same rules applied to the predicted (noise-free) trace.
+
+    A block whose predicted pre-activation std is within a factor 8 of ``largest`` (the dtype's
+    largest value) is marked non-finite: some of its Gaussian values overflow.
+    """
+    if not prediction.applicable:
+        return {"theory_regime": None, "theory_ratio": None}
+    over = next((i for i, p in enumerate(prediction.pre_std) if not p * 8 < largest), len(prediction.pre_std))
+    std = [s if i < over and math.isfinite(s) else None for i, s in enumerate(prediction.post_std)]
+    verdict = classify(Trace(std, [0.0 if s is not None else 1.0 for s in std], input_std), thresholds)
+    return {"theory_regime": verdict.regime, "theory_ratio": verdict.ratio}
+
+
+def agreement(regime: Regime, figures: dict[str, Any], theory: dict[str, Any], thresholds: VerdictConfig
+              ) -> tuple[bool | None, str]:
+    """Whether the measured regime is the predicted one, as a sentence naming the likely cause if not.
+
+    ``figures`` holds ``theory_regime`` and ``theory_ratio``; ``theory`` is the prediction's
+    summary (:meth:`initlab.theory.Prediction.summary`). Saturation is not a length-map
+    outcome: a saturated measurement agrees with a predicted stable length.
+    """
+    if not theory["applicable"]:
+        return None, f"theory does not apply: {theory['reason']}"
+    predicted, ratio = figures["theory_regime"], figures["theory_ratio"]
+    detail = ", ".join(
+        text for text in (
+            None if ratio is None else f"x{ratio:.3g} of the input's std",
+            None if theory["q_star"] is None else f"q* = {theory['q_star']:.3g}",
+            None if theory["chi1"] is None else f"chi1 = {theory['chi1']:.3g} ({theory['phase']})",
+        ) if text
+    )
+    said = f"predicts {predicted} ({detail})"
+    if predicted == regime or (regime == "saturated" and predicted == "stable"):
+        return True, f"theory agrees: it {said}"
+    return False, f"theory disagrees: it {said}; likely {_likely_cause(theory, thresholds)}"
+
+
+def _likely_cause(theory: dict[str, Any], thresholds: VerdictConfig) -> str:
+    ratio, drift, spread = theory["depth_over_width"], theory["log_std_drift"], theory["log_std_spread"]
+    if ratio is not None and ratio >= thresholds.finite_width:
+        hanin = "" if drift is None else (
+            f"; Hanin & Rolnick: log-std drift {drift:.3g} +- {spread:.2g} e-folds across seeds, which the "
+            "infinite-width theory leaves out")
+        return f"finite width, not the init (depth/width = {ratio:.3g}{hanin})"
+    if any("orthogonal" in note for note in theory.get("notes", [])):
+        return "orthogonal weights, which the theory treats as Gaussian"
+    return "a measurement near a threshold (finite-width noise; see the seeds' spread)"
+
+
+def judge(trace: Trace, thresholds: VerdictConfig, prediction: Prediction | None = None,
+          largest: float = FLOAT32_MAX) -> Verdict:
+    """:func:`classify`, and where a prediction is given, whether the theory agrees (in the notes)."""
+    verdict = classify(trace, thresholds)
+    if prediction is None:
+        return verdict
+    figures = theory_figures(prediction, trace.input_std, thresholds, largest)
+    return with_theory(verdict, figures, prediction.summary(), thresholds)
+
+
+def with_theory(verdict: Verdict, figures: dict[str, Any], theory: dict[str, Any], thresholds: VerdictConfig
+                ) -> Verdict:
+    """``verdict`` with the theory's regime and ratio, and the agreement statement as its last note."""
+    agrees, sentence = agreement(verdict.regime, figures, theory, thresholds)
+    return replace(verdict, theory_agrees=agrees, notes=[*verdict.notes, sentence], **figures)

@@ -258,6 +258,24 @@ def compare_failures(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> Text 
     return text
 
 
+def compare_notes(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> Text | None:
+    """One line per cell worth a second look: seeds that disagree, a theory that disagrees or does not
+    apply, finite width, dead units; the line gives the seeds' spread and the verdict's notes."""
+    text = Text()
+    several = len(_shapes(axes)) > 1
+    for r in table_records(summary):
+        if r["regime"] is None or not r["notes"]:
+            continue
+        split = r["agree"] is not None and r["agree"] < r["finished"]
+        if not (split or r["theory_agrees"] is not True or "finite width" in r["notes"] or "dead" in r["notes"]):
+            continue
+        where = f"{r['scheme']} + {r['activation']}" + (f" (depth {r['depth']}, width {r['width']})" if several else "")
+        text.append(f"{where}: ", style="bold")
+        text.append(f"{r['regime'].upper()}, {r['agree']}/{r['finished']} seeds agree; {r['notes']}\n")
+    text.rstrip()
+    return text if text.plain else None
+
+
 def pick_layers(depth: int, chosen: Sequence[int] | None) -> list[int]:
     """Layers of the side-by-side table: ``chosen`` (negative from the end) or 0, 1, 10%, 50%, last."""
     if chosen is None:
@@ -332,6 +350,10 @@ def print_compare(
     failures = compare_failures(comparison.summary, axes)
     if failures is not None:
         console.print(failures)
+        console.print()
+    notes = compare_notes(comparison.summary, axes)
+    if notes is not None:
+        console.print(notes)
         console.print()
     for table in std_tables(comparison.traces, axes, layers, console.width):
         console.print(table)

@@ -21,7 +21,8 @@ from initlab import __version__, devices
 from initlab.config import Config
 from initlab.model import ConstructionDraws, build, draw_input, probe_targets
 from initlab.probes import ForwardProbe, Record, statistics_for
-from initlab.regimes import Trace, Verdict, classify
+from initlab.regimes import Trace, Verdict, judge
+from initlab.theory import Prediction, predict
 
 #: Column order of the per-layer table: pre-activation, block output, weights.
 _PREFIX = {"pre": "pre_", "post": "", "weight": "weight_"}
@@ -37,11 +38,13 @@ class Result:
     records: pd.DataFrame  # tidy: layer, site, stat, value
     verdict: Verdict
     meta: dict[str, Any] = field(default_factory=dict)
+    prediction: Prediction | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
-        """The verdict and its figures, as written to summary.json."""
-        return {"name": self.config.name, **self.verdict.as_dict()}
+        """The verdict and its figures, as written to summary.json (``theory``: the prediction's figures)."""
+        theory = None if self.prediction is None else self.prediction.summary()
+        return {"name": self.config.name, **self.verdict.as_dict(), "theory": theory}
 
 
 def layer_table(records: pd.DataFrame, depth: int) -> pd.DataFrame:
@@ -71,9 +74,12 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
         records, timings = _forward(config, placement, draws)
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
     table = layer_table(pd.DataFrame.from_records([r for r in records if r["site"] != "input"]), config.model.depth)
-    verdict = classify(trace_of(table, input_std, config.model.width), config.verdict)
+    input_mean = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "mean")
+    prediction = predict(config, input_std**2 + input_mean**2)  # the measured input's second moment
+    largest = torch.finfo(devices.DTYPES[config.dtype]).max
+    verdict = judge(trace_of(table, input_std, config.model.width), config.verdict, prediction, largest)
     meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
-    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta)
+    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction)
 
 
 def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None) -> Trace:
