@@ -143,12 +143,17 @@ def gain_table(report: Any) -> Table:
 
 
 def _fate_text(fate: Any) -> str:
-    """Where the variance map takes q0, e.g. ``q*=1.178, stable (23 layers)``."""
-    layers = "slowly" if fate.iterations is None else f"{fate.iterations} layers"
+    """Where the variance map takes q0, saying what the layer count counts: ``q*=1.178, stable:
+    reached in 23 layers`` (within 1e-9), ``vanishing: q < 1e-9 q0 by layer 55``."""
     if fate.kind in ("vanishing", "explosion"):
-        return f"{fate.kind} ({layers})"
+        if fate.iterations is None:
+            return f"{fate.kind}, slowly (a power law)"
+        bound = "q < 1e-9 q0" if fate.kind == "vanishing" else "q > 1e9 q0"
+        return f"{fate.kind}: {bound} by layer {fate.iterations}"
     if fate.kind == "fixed_point":
-        return f"q*={fate.q:.4g}, stable ({layers})"
+        reached = ("q0 is already q*" if fate.iterations == 0 else "approached slowly" if fate.iterations is None
+                   else f"reached in {fate.iterations} layers")
+        return f"q*={fate.q:.4g}, stable: {reached}"
     return f"q*={fate.q:.4g}, {fate.kind} (slope {fate.slope:.3g})"
 
 

@@ -179,6 +179,12 @@ def report(rows: list[dict[str, Any]], thresholds: VerdictConfig, verbose: bool)
         counts["median disagrees"] += wrong
         counts["finite-width cells"] += want == "either"
         counts["old majority disagrees"] += want != "either" and old.most_common(1)[0][0] != want
+        trace = median_trace(group)
+        old_median = before(list(trace.std), list(trace.nonfinite))
+        counts["old median disagrees"] += want != "either" and old_median != want
+        counts["seeds"] += len(group)
+        counts["seed verdicts off"] += 0 if want == "either" else sum(v.regime != want for v in seeds)
+        counts["old seed verdicts off"] += 0 if want == "either" else sum(r != want for r in old_seeds)
         counts["seed flips"] += len(mine) > 1
         counts["old seed flips"] += len(old) > 1
         flag = wrong or len(mine) > 1

@@ -233,3 +233,9 @@ def test_summary_json_has_the_verdict_and_the_theory() -> None:
     assert summary["theory"]["q_star"] == pytest.approx(1.1785, rel=1e-3)
     assert summary["ratio"] == pytest.approx(summary["last_std"] / summary["input_std"])
     assert summary["decades"] == pytest.approx(math.log10(summary["ratio"]))
+
+
+def test_gain_says_what_its_layer_count_counts() -> None:
+    out = CliRunner().invoke(app, ["gain", "tanh"], env={"COLUMNS": "80"}).stdout
+    assert "q*=1.178, stable: reached in 23 layers" in out and "q*=1, stable: q0 is already q*" in out
+    assert "(0 layers)" not in out
