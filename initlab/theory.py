@@ -130,6 +130,26 @@ def length_trajectory(activation: Activation | Elementwise, q0: float, sw2: Sequ
 
 
 @dataclass(frozen=True)
+class Trajectory:
+    r"""Per-block predictions: :math:`q_l`, :math:`\sqrt{q_l}`, std of :math:`\varphi(\sqrt{q_l}z)`, :math:`\chi_l`."""
+
+    q: list[float]
+    pre_std: list[float]
+    post_std: list[float]
+    chi: list[float]
+
+
+def trajectory(activation: Activation | Elementwise, q0: float, sw2: Sequence[float], sb2: float) -> Trajectory:
+    r"""The length map from ``q0`` through blocks with these :math:`\sigma_{w,l}^2`, and each block's
+    :math:`\chi_l = \sigma_{w,l}^2 E[\varphi'(\sqrt{q_l} z)^2]` (Schoenholz et al. 2017, §5)."""
+    e = _e(activation)
+    q = length_trajectory(e, q0, sw2, sb2)
+    with np.errstate(all="ignore"):
+        chi = np.asarray(sw2) * gaussian_expectation(lambda x: e.dphi(x) ** 2, q)
+        return Trajectory(q.tolist(), np.sqrt(q).tolist(), post_std(e, q).tolist(), chi.tolist())
+
+
+@dataclass(frozen=True)
 class LengthFixedPoint:
     """Where the length map takes ``q0``: ``q`` is :math:`q^*` (0 for ``vanishing``, inf for ``explosion``)."""
 
@@ -264,7 +284,8 @@ def correlation_fixed_point(activation: Activation | Elementwise, q: ArrayLike, 
             step = np.where(dh < 0, c[idx] - h / dh, np.nan)
         bad = ~((step > lo[idx]) & (step < hi[idx]))
         new = np.where(bad, (lo[idx] + hi[idx]) / 2.0, step)
-        todo[idx] = (np.abs(new - c[idx]) > 1e-14) & (hi[idx] - lo[idx] > 1e-14) & (h != 0)
+        done = 1e-14 if fine else 1e-9
+        todo[idx] = (np.abs(new - c[idx]) > done) & (hi[idx] - lo[idx] > done) & (h != 0)
         c[idx] = np.where(h == 0, c[idx], new)
     return np.where(ordered, 1.0, c)
 
@@ -349,28 +370,34 @@ def chi1_grid(activation: Activation | Elementwise, sw2: ArrayLike, sb2: ArrayLi
     return _chi1_at(e, _fixed_q(e, w2, b2, start, fine), w2, start, fine)
 
 
-def _critical(h: Callable[[Array], Array], scan: Array) -> float | None:
-    """The first root of ``h`` (= ln χ₁ along a line) on ``scan``, refined to 1e-12."""
+def _critical(h: Callable[[Array], Array], scan: Array, rtol: float = 1e-12) -> float | None:
+    """The first root of ``h`` (= ln χ₁ along a line) on ``scan``, refined to ``rtol``."""
     values = h(scan)
+    exact = np.flatnonzero(np.abs(values) <= 1e-11)  # on the line to rounding (tanh at σw² = 1, σb² = 0)
     signs = values >= 0.0
     flips = np.flatnonzero(signs[1:] != signs[:-1])
+    if exact.size and (not flips.size or exact[0] <= flips[0]):
+        return float(scan[exact[0]])
     if not flips.size:
         return None
     k = int(flips[0])
     if scan[k] == 0.0:
         scan = scan.copy()
         scan[k] = scan[k + 1] * 1e-12
-    return bracketed_root(h, float(scan[k]), float(scan[k + 1]), 1e-12)
+    return bracketed_root(h, float(scan[k]), float(scan[k + 1]), rtol)
 
 
-def critical_sigma_w2(activation: Activation | Elementwise, sb2: float, q0: float = 1.0) -> float | None:
+def critical_sigma_w2(
+    activation: Activation | Elementwise, sb2: float, q0: float = 1.0, fine: bool = True
+) -> float | None:
     r"""The :math:`\sigma_w^2` with :math:`\chi_1(\sigma_w^2, \sigma_b^2) = 1`: the edge of chaos.
 
     Poole et al. 2016, §3 (the order-to-chaos critical line); None where :math:`\chi_1 = 1`
-    has no root for :math:`\sigma_w^2 \in [10^{-3}, 10^3]`.
+    has no root for :math:`\sigma_w^2 \in [10^{-3}, 10^3]`. ``fine=False``: the grids' rule, to 1e-8.
     """
     e = _e(activation)
-    return _critical(lambda w2: np.log(chi1_grid(e, w2, sb2, q0)), np.geomspace(1e-3, 1e3, 121))
+    scan = np.geomspace(1e-3, 1e3, 121)
+    return _critical(lambda w2: np.log(chi1_grid(e, w2, sb2, q0, fine)), scan, 1e-12 if fine else 1e-8)
 
 
 def critical_sigma_b2(activation: Activation | Elementwise, sw2: float, q0: float = 1.0) -> float | None:
@@ -379,6 +406,56 @@ def critical_sigma_b2(activation: Activation | Elementwise, sw2: float, q0: floa
     e = _e(activation)
     scan = np.concatenate([[0.0], np.geomspace(1e-8, 1e3, 111)])
     return _critical(lambda b2: np.log(chi1_grid(e, sw2, b2, q0)), scan)
+
+
+@dataclass(frozen=True)
+class PhaseDiagram:
+    """χ₁, phase and ξ_c over a σw² × σb² grid (rows σb², columns σw²), and the critical line.
+
+    ``phase`` codes: -1 ordered, 0 critical, 1 chaotic. ``xi_c`` is NaN where undefined (q
+    collapses or grows without bound). ``critical_sw2[i]`` is :func:`critical_sigma_w2` at
+    ``critical_sb2[i]`` (NaN where none).
+    """
+
+    activation: str
+    sw2: Array
+    sb2: Array
+    chi1: Array
+    phase: Array
+    xi_c: Array
+    critical_sb2: Array
+    critical_sw2: Array
+    tol: float
+
+
+def phase_diagram(activation: Activation, sw2: Array, sb2: Array, q0: float = 1.0, tol: float = CRITICAL_TOL,
+                  line_points: int = 16) -> PhaseDiagram:
+    r"""The order-to-chaos phase diagram (Poole et al. 2016, §3, Fig. 2; Schoenholz et al. 2017, Fig. 1).
+
+    χ₁ at q* on the grid with the coarse 1-D rule (~1e-10); ξ_c from χ₁ in the ordered phase and
+    from :math:`\chi_c` at :math:`c^*` (coarse 2-D rule, ~1e-6) in the chaotic one; the critical
+    line by root-finding at ``line_points`` values of σb².
+    """
+    e = elementwise(activation)
+    w2, b2 = np.meshgrid(np.asarray(sw2, float), np.asarray(sb2, float))  # (rows σb², cols σw²)
+    start = np.full(w2.size, q0)
+    q_star = _fixed_q(e, w2.ravel(), b2.ravel(), start, False)
+    chi = _chi1_at(e, q_star, w2.ravel(), start, False)
+    codes = np.where(np.abs(chi - 1.0) <= tol, 0, np.where(chi < 1.0, -1, 1))
+    slope = np.where(codes <= 0, chi, np.nan)
+    chaotic = np.flatnonzero((codes == 1) & (q_star > 0) & np.isfinite(q_star))
+    if chaotic.size:
+        args = (q_star[chaotic], w2.ravel()[chaotic], b2.ravel()[chaotic])
+        c_star = correlation_fixed_point(e, *args, fine=False)
+        slope[chaotic] = correlation_slope(e, c_star, args[0], args[1], fine=False)
+    defined = (q_star > 0) & np.isfinite(q_star) & (slope > 0)
+    with np.errstate(all="ignore"):
+        xi = np.where(defined, np.where(slope >= 1.0, np.inf, -1.0 / np.log(slope)), np.nan)
+    low, high = float(np.min(sb2)), float(np.max(sb2))
+    line_b2 = low + (high - low) * np.linspace(0.0, 1.0, line_points) ** 2  # denser where the line bends
+    line_w2 = np.array([critical_sigma_w2(e, float(b), q0, fine=False) or np.nan for b in line_b2])
+    return PhaseDiagram(activation.label(), np.asarray(sw2, float), np.asarray(sb2, float), chi.reshape(w2.shape),
+                        codes.reshape(w2.shape), xi.reshape(w2.shape), line_b2, line_w2, tol)
 
 
 # --------------------------------------------------------------------------- finite width
@@ -556,7 +633,7 @@ def _not_applicable(reason: str, sb2: float, ex2: float, config: Config) -> Pred
                       None, None, config.model.depth / config.model.width)
 
 
-def _homogeneous_kurtosis(e: Elementwise, q: float) -> float | None:
+def _homogeneous_kurtosis(e: Elementwise) -> float | None:
     """κ = E[φ⁴]/E[φ²]² − 1 when φ is positively homogeneous (E[φ(√q z)²]/q independent of q), else None."""
     second = gaussian_expectation(lambda x: e.phi(x) ** 2, [1.0, 4.0])
     if not second[0] > 0.0 or abs(second[1] / 4.0 - second[0]) > 1e-12 * second[0]:
@@ -581,17 +658,14 @@ def predict(config: Config, input_second_moment: float, tol: float = CRITICAL_TO
     if config.init.layers:
         notes.append("per-layer overrides: each block's own σw² in the length map; q* etc. for the bulk")
     e = elementwise(model.activation)
-    q = length_trajectory(e, sw2[0] * ex2 + sb2, sw2, sb2)
+    layers = trajectory(e, sw2[0] * ex2 + sb2, sw2, sb2)
     bulk, *_ = weight_variance(config.init.weight, model.activation, model.width)
-    at = point(e, bulk if bulk is not None else sw2[-1], sb2, float(q[0]), tol)
-    kurtosis = _homogeneous_kurtosis(e, float(q[0])) if sb2 == 0.0 else None
+    at = point(e, bulk if bulk is not None else sw2[-1], sb2, layers.q[0], tol)
+    kurtosis = _homogeneous_kurtosis(e) if sb2 == 0.0 else None
     drift, spread = finite_width_log_std([model.width] * model.depth, kurtosis) if kurtosis else (None, None)
-    with np.errstate(all="ignore"):
-        chi = np.asarray(sw2) * gaussian_expectation(lambda x: e.dphi(x) ** 2, q)
-        post = post_std(e, q)
     return Prediction(
-        applicable=True, reason=None, q=q.tolist(), pre_std=np.sqrt(q).tolist(), post_std=post.tolist(),
-        chi=chi.tolist(), q_star=at.q_star, chi1=at.chi1, phase=at.phase, c_star=at.c_star, chi_c=at.chi_c,
+        applicable=True, reason=None, q=layers.q, pre_std=layers.pre_std, post_std=layers.post_std,
+        chi=layers.chi, q_star=at.q_star, chi1=at.chi1, phase=at.phase, c_star=at.c_star, chi_c=at.chi_c,
         xi_q=at.xi_q, xi_c=at.xi_c, sigma_w2=sw2, sigma_b2=sb2, input_second_moment=ex2,
         log_std_drift=drift, log_std_spread=spread, depth_over_width=model.depth / model.width, notes=tuple(notes),
     )

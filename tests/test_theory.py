@@ -6,7 +6,12 @@ Every expected value is recomputed by a second route: scipy's adaptive quadratur
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +23,7 @@ from initlab import theory as T
 from initlab.activations import REGISTRY, Activation, names, parse_activation
 from initlab.config import Config
 from initlab.elementwise import elementwise
+from initlab.runner import run
 from initlab.schemes import parse_scheme
 
 VARIANTS: list[str | dict[str, Any]] = [
@@ -247,3 +253,150 @@ def test_tanh_xavier_five_thirds_settles_at_post_std_0_6513() -> None:
     assert prediction.post_std[-1] == pytest.approx(0.6513, abs=5e-5)
     s = math.sqrt(prediction.q[-1])
     assert prediction.post_std[-1] == pytest.approx(math.sqrt(_quad(lambda z: math.tanh(s * z) ** 2)), rel=1e-10)
+
+
+# --------------------------------------------------------------------------- theory against networks
+
+
+def _wide(activation: str, weight: dict[str, Any], bias: dict[str, Any] | None) -> Config:
+    model = {"depth": 24, "width": 1024, "activation": activation, "bias": bias is not None}
+    init = {**weight, **({"bias": bias} if bias else {})}
+    return Config.model_validate({"name": "wide", "seed": 0, "model": model, "init": init,
+                                  "data": {"batch_size": 512}})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("gain", "bias"),
+    [(1.5, None), (5 / 3, {"scheme": "normal", "std": 0.3}), (2.5, {"scheme": "normal", "std": 0.3})],
+    ids=["gain1.5", "gain5/3+bias", "gain2.5+bias"],
+)
+def test_wide_tanh_network_follows_the_predicted_std_at_every_layer(gain: float, bias: dict[str, Any] | None) -> None:
+    """Width 1024, batch 512, 24 blocks: finite-width fluctuations are O(1/√n) ≈ 3 %."""
+    result = run(_wide("tanh", {"scheme": "xavier_normal", "gain": gain}, bias))
+    layers = result.layers
+    assert np.abs(np.log(layers["std"] / layers["theory_std"])).max() <= 0.03
+    assert np.abs(np.log(layers["pre_std"] / layers["theory_pre_std"])).max() <= 0.05
+
+
+@pytest.mark.slow
+def test_wide_relu_network_stays_within_the_finite_width_drift() -> None:
+    """ReLU at Kaiming is critical: no restoring force, so the std random-walks by Hanin–Rolnick's amount."""
+    result = run(_wide("relu", {"scheme": "kaiming_normal"}, None))
+    assert result.theory is not None and result.theory.log_std_spread is not None
+    drift, spread = result.theory.log_std_drift, result.theory.log_std_spread
+    assert drift is not None
+    error = np.log(result.layers["std"] / result.layers["theory_std"])
+    assert np.abs(error).max() <= abs(drift) + 3 * spread
+    predicted = result.layers["theory_std"].to_numpy()
+    assert np.ptp(predicted) <= 1e-12 * predicted[0]  # q_l is the same at every layer
+
+
+def test_hanin_rolnick_spread_matches_monte_carlo_over_narrow_relu_nets() -> None:
+    """1000 independent ReLU nets (width 64, 12 blocks, N(0, 2/n) weights) in plain torch."""
+    n, blocks, trials = 64, 12, 1000
+    generator = torch.Generator().manual_seed(0)
+    h = torch.randn(trials, n, 1, generator=generator, dtype=torch.float64)
+    start = h.square().mean((1, 2))
+    for layer in range(blocks):
+        weight = torch.randn(trials, n, n, generator=generator, dtype=torch.float64) * math.sqrt(2 / n)
+        h = weight @ (torch.relu(h) if layer else h)
+        if layer == 0:
+            start = h.square().mean((1, 2))
+    log_std = (0.5 * torch.log(h.square().mean((1, 2)) / start)).numpy()
+    drift, spread = T.finite_width_log_std([n] * (blocks - 1))
+    se = spread / math.sqrt(trials)
+    assert log_std.mean() == pytest.approx(drift, abs=5 * se + 0.02)
+    assert log_std.std() == pytest.approx(spread, rel=0.1)
+
+
+def test_run_writes_theory_columns_and_summary_and_keeps_measured_columns() -> None:
+    base = {"name": "t", "seed": 3, "model": {"depth": 6, "width": 32, "activation": "tanh"},
+            "init": {"scheme": "xavier_uniform", "gain": 5 / 3}, "data": {"batch_size": 8}}
+    result = run(Config.model_validate(base))
+    measured = [c for c in result.layers.columns if not c.startswith("theory_")]
+    assert list(result.layers.columns) == [*measured, "theory_pre_std", "theory_std"]
+    assert result.summary["theory"]["phase"] == "chaotic" and result.summary["theory"]["q_star"] > 0
+    constant = run(Config.model_validate({**base, "init": {"scheme": "constant", "val": 0.1}}))
+    assert constant.layers["theory_std"].isna().all() and constant.summary["theory"]["applicable"] is False
+    assert constant.summary["theory"]["chi1"] is None
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _invoke(*args: str, columns: int = 120) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from initlab.cli import app
+
+    result = CliRunner().invoke(app, ["theory", *args], env={"COLUMNS": str(columns)})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_theory_command_prints_every_number_whole_even_in_a_narrow_terminal() -> None:
+    code, out, err = _invoke("tanh", "--sw2", "6.25", "--sb2", "0.09", "--depth", "4", columns=20)
+    assert code == 0, err
+    for name, value in (("q*", "4.07912"), ("χ₁", "1.58522"), ("c*", "0.122104"), ("phase", "chaotic")):
+        assert re.search(rf"^  {re.escape(name)}\s+= {re.escape(value)}\b", out, re.MULTILINE), (name, out)
+    assert len([line for line in out.splitlines() if re.match(r"^\s+\d+\s+\d", line)]) == 4
+
+
+def test_theory_json_matches_the_library() -> None:
+    code, out, _ = _invoke("relu", "--sw2", "2", "--json", "--depth", "3")
+    doc = json.loads(out)
+    assert code == 0 and doc["phase"] == "critical" and doc["chi1"] == pytest.approx(1.0)
+    assert doc["xi_c"] is None  # ∞ is not JSON: null
+    assert [row["q"] for row in doc["layers"]] == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_theory_critical_both_ways() -> None:
+    code, out, _ = _invoke("tanh", "--critical", "--sb2", "0.05")
+    assert code == 0 and "σw² = 1.76095" in out
+    code, out, _ = _invoke("tanh", "--critical", "--sw2", "1.7609546396", "--json")
+    assert code == 0 and json.loads(out)["sb2"] == pytest.approx(0.05, rel=1e-6)
+    code, out, _ = _invoke("tanh", "--critical", "--sw2", "0.5")
+    assert code == 0 and "no σb² puts χ₁ = 1" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["tanh", "--critical", "--sw2", "1", "--sb2", "1"], "not both"), (["tanh", "--sw2", "nan"], "--sw2"),
+     (["tanh", "--q0", "0"], "--q0"), (["tanh", "--phase", "--critical"], "separate"),
+     (["swish2"], "unknown activation"), (["leaky_relu", "--param", "negative_slope=-1"], "negative_slope")],
+)
+def test_theory_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    code, out, err = _invoke(*args)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_theory_command_imports_no_torch() -> None:
+    code = ("import sys; from typer.testing import CliRunner; from initlab.cli import app; "
+            "r = CliRunner().invoke(app, ['theory', 'tanh', '--critical', '--sb2', '0.05']); assert r.exit_code == 0; "
+            "print(sorted(m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_theory_phase_writes_png_and_svg(tmp_path: Path) -> None:
+    code, out, err = _invoke("tanh", "--phase", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    line = {round(p["sb2"], 6): p["sw2"] for p in doc["critical_line"]}
+    assert line[0.0] == pytest.approx(1.0, abs=1e-6) and line[0.5] == pytest.approx(
+        T.critical_sigma_w2(TANH, 0.5), rel=1e-6)
+    assert {"ordered", "chaotic"} <= set(doc["phase"][0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theory-phase-tanh.png", "theory-phase-tanh.svg"]
+
+
+def test_phase_diagram_regions_agree_with_chi1_and_its_svg_is_reproducible() -> None:
+    from initlab.phase_plot import phase_plot_files
+
+    diagram = T.phase_diagram(TANH, np.linspace(0.5, 4.0, 8), np.linspace(0.0, 0.3, 4), line_points=3)
+    for i, b2 in enumerate(diagram.sb2):
+        for j, w2 in enumerate(diagram.sw2):
+            fine = T.phase_of(float(T.chi1_grid(TANH, w2, b2)[0]))  # the fine rule, not the grid's
+            expected = {"ordered": -1, "critical": 0, "chaotic": 1}[fine]
+            assert diagram.phase[i, j] == expected
+    assert phase_plot_files(diagram)["svg"] == phase_plot_files(diagram)["svg"]
