@@ -239,3 +239,13 @@ def test_gain_says_what_its_layer_count_counts() -> None:
     out = CliRunner().invoke(app, ["gain", "tanh"], env={"COLUMNS": "80"}).stdout
     assert "q*=1.178, stable: reached in 23 layers" in out and "q*=1, stable: q0 is already q*" in out
     assert "(0 layers)" not in out
+
+
+def test_compare_prints_each_cells_spread_finite_width_and_theory() -> None:
+    args = ["compare", "--schemes", "kaiming", "--activations", "relu", "--depth", "64", "--width", "16",
+            "--seeds", "3", "--no-save"]
+    out = CliRunner().invoke(app, args, env={"COLUMNS": "300"}).stdout
+    start = out.index("kaiming_normal + relu:")
+    line = " ".join(out[start:out.index("\n\n", start)].split())  # one cell's note, wrapped to the terminal
+    assert "seeds agree" in line and "3 seeds: ratio" in line and "depth/width = 4:" in line
+    assert "theory agrees" in line or "likely finite width, not the init" in line
