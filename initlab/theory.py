@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -79,7 +80,8 @@ def length_map(activation: Activation | Elementwise, q: ArrayLike, sw2: ArrayLik
     pre-activation vector); Schoenholz et al. 2017, §2.
     """
     phi = _e(activation).phi
-    result: Array = np.asarray(sw2) * gaussian_expectation(lambda x: phi(x) ** 2, q, fine) + np.asarray(sb2)
+    with np.errstate(all="ignore"):  # q beyond float range is inf, not a warning
+        result: Array = np.asarray(sw2) * gaussian_expectation(lambda x: phi(x) ** 2, q, fine) + np.asarray(sb2)
     return result
 
 
@@ -92,7 +94,8 @@ def length_map_slope(activation: Activation | Elementwise, q: ArrayLike, sw2: Ar
     :math:`\frac{d}{dq}E[\varphi^2] = E[\varphi'^2 + \varphi\varphi'']`.)
     """
     e = _e(activation)
-    return np.asarray(sw2) * gaussian_expectation(lambda x: e.dphi(x) ** 2 + e.phi(x) * e.ddphi(x), q, fine)
+    with np.errstate(all="ignore"):
+        return np.asarray(sw2) * gaussian_expectation(lambda x: e.dphi(x) ** 2 + e.phi(x) * e.ddphi(x), q, fine)
 
 
 def chi1(activation: Activation | Elementwise, q: ArrayLike, sw2: ArrayLike, fine: bool = True) -> Array:
@@ -103,7 +106,8 @@ def chi1(activation: Activation | Elementwise, q: ArrayLike, sw2: ArrayLike, fin
     the gradients' second moment by :math:`\chi_1` per layer. Ordered if < 1, chaotic if > 1.
     """
     dphi = _e(activation).dphi
-    return np.asarray(sw2) * gaussian_expectation(lambda x: dphi(x) ** 2, q, fine)
+    with np.errstate(all="ignore"):
+        return np.asarray(sw2) * gaussian_expectation(lambda x: dphi(x) ** 2, q, fine)
 
 
 def post_std(activation: Activation | Elementwise, q: ArrayLike, fine: bool = True) -> Array:
@@ -642,6 +646,12 @@ def _homogeneous_kurtosis(e: Elementwise) -> float | None:
     return fourth / float(second[0]) ** 2 - 1.0
 
 
+@lru_cache(maxsize=256)
+def _point_cached(activation: Activation, sw2: float, sb2: float, q0: float, tol: float) -> PointTheory:
+    """:func:`point` once per network: a sweep's seeds (and repeated cells) share it."""
+    return point(activation, sw2, sb2, q0, tol)
+
+
 def predict(config: Config, input_second_moment: float, tol: float = CRITICAL_TOL) -> Prediction:
     """The mean-field prediction for ``config`` whose input has second moment ``input_second_moment``."""
     ex2, model = input_second_moment, config.model
@@ -660,7 +670,7 @@ def predict(config: Config, input_second_moment: float, tol: float = CRITICAL_TO
     e = elementwise(model.activation)
     layers = trajectory(e, sw2[0] * ex2 + sb2, sw2, sb2)
     bulk, *_ = weight_variance(config.init.weight, model.activation, model.width)
-    at = point(e, bulk if bulk is not None else sw2[-1], sb2, layers.q[0], tol)
+    at = _point_cached(model.activation, bulk if bulk is not None else sw2[-1], sb2, layers.q[0], tol)
     kurtosis = _homogeneous_kurtosis(e) if sb2 == 0.0 else None
     drift, spread = finite_width_log_std([model.width] * model.depth, kurtosis) if kurtosis else (None, None)
     return Prediction(
@@ -669,3 +679,12 @@ def predict(config: Config, input_second_moment: float, tol: float = CRITICAL_TO
         xi_q=at.xi_q, xi_c=at.xi_c, sigma_w2=sw2, sigma_b2=sb2, input_second_moment=ex2,
         log_std_drift=drift, log_std_spread=spread, depth_over_width=model.depth / model.width, notes=tuple(notes),
     )
+
+
+__all__ = [
+    "CRITICAL_TOL", "LengthFixedPoint", "Phase", "PhaseDiagram", "PointTheory", "Prediction", "Trajectory",
+    "bias_variance", "chi1", "chi1_grid", "correlation_fixed_point", "correlation_map", "correlation_slope",
+    "critical_sigma_b2", "critical_sigma_w2", "depth_scale", "finite_width_log_std", "gaussian_expectation",
+    "input_second_moment", "length_fixed_point", "length_map", "length_map_slope", "length_trajectory",
+    "phase_diagram", "phase_of", "point", "post_std", "predict", "sigma_w2", "trajectory", "weight_variance",
+]
