@@ -22,7 +22,7 @@ from initlab import __version__, devices
 from initlab.config import Config
 from initlab.model import ConstructionDraws, build, draw_input, probe_targets
 from initlab.probes import ForwardProbe, Record, statistics_for
-from initlab.regimes import Verdict, classify
+from initlab.regimes import Trace, Verdict, judge
 from initlab.theory import Prediction, input_second_moment, predict
 
 #: Column order of the per-layer table: pre-activation, block output, weights.
@@ -75,12 +75,26 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
         records, timings = _forward(config, placement, draws)
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
     table = layer_table(pd.DataFrame.from_records([r for r in records if r["site"] != "input"]), config.model.depth)
-    std = [None if math.isnan(v) else v for v in table["std"].tolist()]  # undefined, not a number
-    verdict = classify(std, table["nonfinite"].tolist(), config.verdict)
-    meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
     prediction = predict(config, input_second_moment(config.data))
+    largest = torch.finfo(devices.DTYPES[config.dtype]).max
+    verdict = judge(trace_of(table, input_std, config.model.width), config.verdict, prediction, largest)
+    meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
     table = with_theory(table, prediction)
     return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction)
+
+
+def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None) -> Trace:
+    """What the verdict reads from a per-layer table (layers.csv's columns)."""
+
+    def column(name: str) -> list[float | None]:
+        values = table[name].tolist() if name in table.columns else []
+        return [None if v is None or math.isnan(v) else float(v) for v in values]  # undefined, not a number
+
+    return Trace(
+        std=column("std"), nonfinite=table["nonfinite"].tolist(), input_std=input_std,
+        pre_nonfinite=table["pre_nonfinite"].tolist() if "pre_nonfinite" in table.columns else [],
+        saturated=column("saturated"), dead=column("dead"), width=width,
+    )
 
 
 def with_theory(table: pd.DataFrame, prediction: Prediction) -> pd.DataFrame:
