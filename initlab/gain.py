@@ -61,6 +61,10 @@ QUADRATURE_CUTOFF = 12.0
 _PANELS = 24
 _ORDER = 20
 
+#: Relative tolerance of the variance map's fate (see :attr:`Fate.iterations`), and the most
+#: layers it is iterated for.
+FATE_TOL = 1e-9
+FATE_MAX_ITERATIONS = 1_000
 #: |V'(q*) - 1| at or below this counts as a marginal (neutral) fixed point.
 MARGINAL_SLOPE_TOL = 1e-6
 #: The downward search for a fixed point stops at q0 * 2**-_DOWN_OCTAVES (~1e-12 q0): below
@@ -271,8 +275,8 @@ def variance_map_fate(
     gain: float,
     q0: float = 1.0,
     *,
-    tol: float = 1e-9,
-    max_iterations: int = 1_000,
+    tol: float = FATE_TOL,
+    max_iterations: int = FATE_MAX_ITERATIONS,
 ) -> Fate:
     r"""Classify the iteration :math:`q_{l+1} = V(q_l) = g^2 E[\varphi(\sqrt{q_l} z)^2]` from ``q0``.
 
@@ -459,7 +463,7 @@ def gain_report(
     seed: int = 0,
     q0: float = 1.0,
     *,
-    max_iterations: int = 1_000,
+    max_iterations: int = FATE_MAX_ITERATIONS,
 ) -> GainReport:
     """All gain definitions for ``activation``, their variance-map fates from ``q0``, and why they differ."""
     torch_gain = activation.torch_gain()
