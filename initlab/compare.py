@@ -48,7 +48,7 @@ from initlab.config import (
     to_yaml,
 )
 from initlab.errors import InitlabError
-from initlab.regimes import classify
+from initlab.regimes import Verdict, classify
 from initlab.results import csv_text, git_commit, run_id, to_json, write_folder
 from initlab.schemes import Scheme
 from initlab.schemes import names as scheme_names
@@ -554,14 +554,18 @@ def _summary_row(
                            "finished": len(regimes), "failed": len(errors), "regime": None, "agree": None}
     row |= dict.fromkeys(_SUMMARY_FIGURES)
     if trace is not None and regimes and thresholds is not None:
-        median = trace["median"].to_numpy()
-        finite = np.isfinite(median)
-        verdict = classify([float(s) if f else None for s, f in zip(median, finite, strict=True)],
-                           (~finite).astype(int).tolist(), thresholds)
+        verdict = median_verdict(trace["median"].to_numpy(), thresholds)
         row |= {k: v for k, v in verdict.as_dict().items() if k in _SUMMARY_FIGURES}
         row |= {"regime": verdict.regime, "agree": regimes.count(verdict.regime)}
     row["error"] = errors[0] if errors else None
     return row
+
+
+def median_verdict(median: np.ndarray, thresholds: VerdictConfig) -> Verdict:
+    """The verdict of a median trace (:func:`median_traces`), +inf counting as non-finite outputs."""
+    finite = np.isfinite(median)
+    return classify([float(s) if f else None for s, f in zip(median, finite, strict=True)],
+                    (~finite).astype(int).tolist(), thresholds)
 
 
 def _summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

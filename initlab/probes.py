@@ -32,7 +32,7 @@ from torch import nn
 from initlab.activations import Activation
 
 Value = float | None
-Record = dict[str, Any]  # {"layer": int, "site": str, "stat": str, "value": float | None}
+Record = dict[str, Any]  # {"layer": int, "site": str, "stat": str, "value": float | None (histogram: counts)}
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ class Statistic:
     name: str
     partial: Callable[[torch.Tensor], torch.Tensor]  # (k, rows, width), any dtype -> (k, p) float64
     merge: Callable[[np.ndarray], np.ndarray]  # (keys, parts, p) -> (keys, p)
-    finalize: Callable[[np.ndarray], dict[str, np.ndarray]]  # (keys, p) -> name: (keys,), NaN = undefined
+    # (keys, p) -> name: (keys,) with NaN = undefined, or (keys, bins) for a histogram
+    finalize: Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 def _rowwise(
@@ -195,6 +196,58 @@ def _zeros_final(merged: np.ndarray) -> dict[str, np.ndarray]:
 ZEROS = Statistic("zeros", _zeros_partial, lambda parts: parts.sum(axis=1), _zeros_final)
 
 
+# ---------------------------------------------------------------- histogram of magnitudes
+
+
+#: Bins of :data:`HISTOGRAM`, fixed so that partials merge by addition and both a vanishing
+#: and an exploding signal stay in range: bin e is float32's exponent field of |x|, so bin 0
+#: is |x| < 2**-126 (0, or below float32's normal range), bin e in 1..254 is
+#: 2**(e-127) <= |x| < 2**(e-126), and bin 255 holds non-finite values (inf, NaN).
+HISTOGRAM_BINS = 256
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def histogram_edges() -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` of every bin of :data:`HISTOGRAM`; NaN for the non-finite bin."""
+    exponents = np.arange(HISTOGRAM_BINS, dtype=np.float64) - 127
+    low, high = np.exp2(exponents), np.exp2(exponents + 1)
+    low[0] = 0.0
+    low[-1] = high[-1] = np.nan
+    return low, high
+
+
+def _as_float32(flat: torch.Tensor) -> torch.Tensor:
+    """``flat`` in float32 with every finite magnitude in float32's range (exact for half types)."""
+    if flat.dtype == torch.float64:  # beyond float32's range: the first or last finite bin, not inf
+        flat = torch.where(flat.isinf(), flat, flat.clamp(-_FLOAT32_MAX, _FLOAT32_MAX))
+    return flat.to(torch.float32)
+
+
+def _histogram_partial(x: torch.Tensor) -> torch.Tensor:
+    flat = x.reshape(x.shape[0], -1)
+    if flat.dtype != torch.float32:
+        flat = _as_float32(flat)
+    k, bins = flat.shape[0], HISTOGRAM_BINS
+    if flat.device.type == "cpu":  # numpy's bit operations and bincount are several times torch's on a CPU
+        codes = (flat.numpy().view(np.int32) & 0x7FFFFFFF) >> 23  # the exponent field of |x|
+        if k > 1:
+            codes += np.arange(k, dtype=np.int32)[:, None] * bins
+        counts = torch.from_numpy(np.bincount(codes.reshape(-1), minlength=k * bins).astype(np.float64))
+    else:
+        codes_t = flat.view(torch.int32).bitwise_and(0x7FFFFFFF).bitwise_right_shift_(23)
+        if k > 1:
+            codes_t += torch.arange(k, dtype=torch.int32, device=flat.device)[:, None] * bins
+        counts = torch.bincount(codes_t.reshape(-1), minlength=k * bins).to(torch.float64)
+    return counts.reshape(k, bins)  # counts are exact in float64 up to 2**53
+
+
+#: Counts of |x| by power of two (:data:`HISTOGRAM_BINS`): the "colorful dimension" view of a
+#: signal through the layers. One row of counts per key; merging adds the counts.
+HISTOGRAM = Statistic(
+    "histogram", _histogram_partial, lambda parts: parts.sum(axis=1), lambda merged: {"histogram": merged}
+)
+
+
 #: Statistics by name; each factory returns None where the statistic means nothing.
 STATISTICS: dict[str, Callable[[Activation], Statistic | None]] = {
     "moments": lambda act: MOMENTS,
@@ -202,6 +255,7 @@ STATISTICS: dict[str, Callable[[Activation], Statistic | None]] = {
     "absmax": lambda act: ABSMAX,
     "saturated": lambda act: saturation(*act.saturation) if act.saturation else None,
     "zeros": lambda act: ZEROS if act.zeros_negative else None,
+    "histogram": lambda act: HISTOGRAM,
 }
 #: Which statistics each site records by default.
 SITE_STATISTICS: dict[str, tuple[str, ...]] = {
@@ -306,8 +360,9 @@ class Accumulator:
                 columns |= stat.finalize(stat.merge(stacked[..., start : start + size]))
                 start += size
             for i, (key, _) in enumerate(group):
-                out += [
-                    {"layer": key[0], "site": site, "stat": name, "value": _value(values[i])}
+                out += [  # a statistic with a row per key (the histogram) keeps that row
+                    {"layer": key[0], "site": site, "stat": name,
+                     "value": _value(values[i]) if values.ndim == 1 else values[i]}
                     for name, values in columns.items()
                 ]
         return out

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from initlab.compare import Comparison
+    from initlab.runner import SeedStudy
 
 #: One colour per regime, shared by tables and plots.
 COLOURS = {"explosion": "red", "vanishing": "blue", "stable": "green"}
@@ -101,6 +102,43 @@ def run_json(layers: pd.DataFrame, summary: dict[str, Any], config: dict[str, An
             "results_dir": str(folder) if folder is not None else None,
         }
     )
+
+
+def study_json(study: SeedStudy, folder: Path | None) -> str:
+    """The ``--json`` document of ``initlab run``; with several seeds, ``layers`` has a seed column
+    and ``traces`` the median and band per layer."""
+    config = study.config.model_dump(mode="json")
+    if len(study.runs) == 1:
+        return run_json(study.runs[0].layers, study.summary, config, folder)
+    return to_json({"config": config, "summary": study.summary, "traces": table_records(study.traces),
+                    "layers": table_records(study.layers), "results_dir": str(folder) if folder else None})
+
+
+def seeds_table(study: SeedStudy, every: int = 1) -> FittedTable:
+    """Per layer: the median std over seeds, the band (min and max of the finite ones), and
+    how many seeds are non-finite there."""
+    traces, summary = study.traces, study.summary
+    bad = (study.layers["nonfinite"] > 0).groupby(study.layers["layer"]).sum()
+    rows = shown_rows(traces, every, [summary.get("first_nonfinite_layer"), summary.get("first_zero_layer")])
+    picked = traces.iloc[rows]
+    columns = [Col("layer", [str(v) for v in picked["layer"]]),
+               Col("median std", [_std_text(v).plain for v in picked["median"]]),
+               Col("min std", [fmt(v, 3) for v in picked["low"]]), Col("max std", [fmt(v, 3) for v in picked["high"]])]
+    if bad.any():
+        columns.append(Col("nonfinite\nseeds", [str(int(bad[layer])) for layer in picked["layer"]]))
+    title = f"{study.config.name}: per-layer std over {len(study.runs)} seeds ({study.seeds[0]}-{study.seeds[-1]})"
+    return FittedTable(title, columns[:1], columns[1:])
+
+
+def print_seeds(console: Console, study: SeedStudy, every: int, folder: Path | None) -> None:
+    """The terminal report of one study over several seeds: median and band, the median's verdict."""
+    console.print(seeds_table(study, every))
+    console.print(verdict_line(study.summary))
+    regimes = [r.verdict.regime for r in study.runs]
+    console.print(f"  of the median trace; {study.agree} of {len(regimes)} seeds' own verdicts agree ("
+                  + ", ".join(f"{regimes.count(r)} {r}" for r in dict.fromkeys(regimes)) + ")")
+    if folder is not None:
+        console.print(f"results: {folder}")
 
 
 # ---------------------------------------------------------------- gain
