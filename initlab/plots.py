@@ -53,21 +53,24 @@ def trace_figure(name: str, traces: pd.DataFrame, summary: pd.DataFrame, axes: d
 
     shapes = [(d, w) for d in axes["depths"] for w in axes["widths"]]
     rows, cols = len(shapes), len(axes["activations"])
-    figure = Figure(figsize=(max(_PANEL_INCHES[0] * cols, 6.0), _PANEL_INCHES[1] * rows + 1.4), layout="constrained")
+    inches = max(_PANEL_INCHES[0] * cols, 6.0)
+    figure = Figure(figsize=(inches, _PANEL_INCHES[1] * rows + 1.4), layout="constrained")
     grid = figure.subplots(rows, cols, squeeze=False, sharex=False, sharey=True)
     regimes = _regimes(summary)
     seeds = len(axes["seeds"])
-    band = f"; band: range of the {seeds} seeds" if seeds > 1 else ""
+    notes = [f"median over the {seeds} seeds, band: their range"] * (seeds > 1)
+    notes += ["all panels share the y axis"] * (rows * cols > 1)
     shape = (f"depth {shapes[0][0]}, width {shapes[0][1]}" if len(shapes) == 1
              else "depth " + _list(axes["depths"]) + ", width " + _list(axes["widths"]))
-    figure.suptitle(f"{name}: block-output std by layer\n{shape}, {_seeds(axes['seeds'])}\n"
-                    f"median over seeds{band}; all panels share the y axis", fontsize=10)
+    title = "\n".join([f"{name}: block-output std by layer", f"{shape}, {_seeds(axes['seeds'])}", "; ".join(notes)])
+    figure.suptitle(title.strip(), fontsize=10)
     for r, (depth, width) in enumerate(shapes):
         for c, activation in enumerate(axes["activations"]):
             title = f"{activation}, depth {depth}, width {width}"
             _panel(grid[r][c], traces, regimes, axes["schemes"], (activation, depth, width), title)
-    handles = _legend(axes["schemes"], regimes)
-    figure.legend(handles=handles, loc="outside lower center", fontsize=8, ncols=min(len(handles), 3 * cols))
+    handles = _legend(axes["schemes"], regimes, overflow=bool(np.isinf(traces["median"].to_numpy()).any()))
+    # About 2.4 inches per legend column, so the legend never runs past the figure's edges.
+    figure.legend(handles=handles, loc="outside lower center", fontsize=8, ncols=max(1, int(inches / 2.4)))
     return figure
 
 
@@ -99,7 +102,7 @@ def _regimes(summary: pd.DataFrame) -> dict[tuple[Any, ...], str | None]:
                                                                                       strict=True)}
 
 
-def _legend(schemes: list[str], regimes: dict[tuple[Any, ...], str | None]) -> list[Any]:
+def _legend(schemes: list[str], regimes: dict[tuple[Any, ...], str | None], overflow: bool) -> list[Any]:
     """Schemes by colour, then the verdicts that occur by line style and end marker."""
     from matplotlib.lines import Line2D
 
@@ -109,8 +112,9 @@ def _legend(schemes: list[str], regimes: dict[tuple[Any, ...], str | None]) -> l
         if regime in seen:
             handles.append(Line2D([], [], color="black", linestyle=style, marker=marker, markevery=[1],
                                   label=f"verdict: {regime or 'no result'}"))
-    handles.append(Line2D([], [], color="black", linestyle="none", marker="x",
-                          label="outputs non-finite after this layer"))
+    if overflow:
+        handles.append(Line2D([], [], color="black", linestyle="none", marker="x",
+                              label="outputs non-finite after this layer"))
     return handles
 
 
@@ -149,7 +153,8 @@ def _panel(
         drawn = drawn or bool(shown.size)
     if drawn:  # a log axis with no positive data warns; leave an empty panel linear
         ax.set_yscale("log")
-    ax.set_xlim(0, max(depth - 1, 1))  # the whole network, also where a line ends early
+    pad = 0.03 * max(depth - 1, 1)  # the whole network, also where a line ends early; end markers whole
+    ax.set_xlim(-pad, depth - 1 + pad)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("layer")
     ax.set_ylabel("std of block output")
