@@ -229,7 +229,8 @@ def _histogram_partial(x: torch.Tensor) -> torch.Tensor:
         flat = _as_float32(flat)
     k, bins = flat.shape[0], HISTOGRAM_BINS
     if flat.device.type == "cpu":  # numpy's bit operations and bincount are several times torch's on a CPU
-        codes = (flat.numpy().view(np.int32) & 0x7FFFFFFF) >> 23  # the exponent field of |x|
+        codes = np.bitwise_and(flat.numpy().view(np.int32), 0x7FFFFFFF)  # |x|: the sign bit cleared...
+        np.right_shift(codes, 23, out=codes)  # ...then its exponent field, in place
         if k > 1:
             codes += np.arange(k, dtype=np.int32)[:, None] * bins
         counts = torch.from_numpy(np.bincount(codes.reshape(-1), minlength=k * bins).astype(np.float64))

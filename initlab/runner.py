@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from initlab import __version__, devices
@@ -218,7 +219,11 @@ def run_seeds(config: Config, seeds: int, progress: Callable[[int, int], None] |
     if seeds < 1:
         raise InitlabError(f"--seeds {seeds}: need at least 1")
     raw = config.model_dump(mode="json")
-    configs = [config] + [Config.model_validate({**raw, "seed": config.seed + i}) for i in range(1, seeds)]
+    try:  # every seed's config is checked before any runs
+        configs = [config] + [Config.model_validate({**raw, "seed": config.seed + i}) for i in range(1, seeds)]
+    except ValidationError as err:
+        last = config.seed + seeds - 1
+        raise InitlabError(f"--seeds {seeds}: seed {last} is not a valid seed ({err.errors()[0]['msg']})") from None
     runs = []
     for i, seeded in enumerate(configs):
         runs.append(run(seeded))
