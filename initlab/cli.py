@@ -106,7 +106,7 @@ def run(
         if json_output:
             typer.echo(report.study_json(study, folder), nl=False)
         elif seeds == 1:
-            report.print_run(Console(), study.layers.drop(columns="seed"), study.summary, every, folder)
+            report.print_run(Console(), study.runs[0].layers, study.summary, every, folder)
         else:
             report.print_seeds(Console(), study, every, folder)
 

@@ -227,19 +227,27 @@ def _histogram_partial(x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(x.shape[0], -1)
     if flat.dtype != torch.float32:
         flat = _as_float32(flat)
-    k, bins = flat.shape[0], HISTOGRAM_BINS
-    if flat.device.type == "cpu":  # numpy's bit operations and bincount are several times torch's on a CPU
-        codes = np.bitwise_and(flat.numpy().view(np.int32), 0x7FFFFFFF)  # |x|: the sign bit cleared...
-        np.right_shift(codes, 23, out=codes)  # ...then its exponent field, in place
-        if k > 1:
-            codes += np.arange(k, dtype=np.int32)[:, None] * bins
-        counts = torch.from_numpy(np.bincount(codes.reshape(-1), minlength=k * bins).astype(np.float64))
-    else:
-        codes_t = flat.view(torch.int32).bitwise_and(0x7FFFFFFF).bitwise_right_shift_(23)
-        if k > 1:
-            codes_t += torch.arange(k, dtype=torch.int32, device=flat.device)[:, None] * bins
-        counts = torch.bincount(codes_t.reshape(-1), minlength=k * bins).to(torch.float64)
-    return counts.reshape(k, bins)  # counts are exact in float64 up to 2**53
+    # numpy's bit operations and bincount are several times torch's on a CPU.
+    counts = _counts_numpy(flat) if flat.device.type == "cpu" else _counts_torch(flat)
+    return counts.reshape(flat.shape[0], HISTOGRAM_BINS)  # counts are exact in float64 up to 2**53
+
+
+def _counts_numpy(flat: torch.Tensor) -> torch.Tensor:
+    """Bin counts of each row of a float32 CPU ``flat`` (k, n), flattened to (k * bins,)."""
+    codes = np.bitwise_and(flat.numpy().view(np.int32), 0x7FFFFFFF)  # |x|: the sign bit cleared...
+    np.right_shift(codes, 23, out=codes)  # ...then its exponent field, in place
+    if flat.shape[0] > 1:  # row r counts into bins r * bins ... (r + 1) * bins - 1
+        codes += np.arange(flat.shape[0], dtype=np.int32)[:, None] * HISTOGRAM_BINS
+    return torch.from_numpy(np.bincount(codes.reshape(-1), minlength=flat.shape[0] * HISTOGRAM_BINS)
+                            .astype(np.float64))
+
+
+def _counts_torch(flat: torch.Tensor) -> torch.Tensor:
+    """:func:`_counts_numpy` with torch's kernels, on ``flat``'s device."""
+    codes = flat.view(torch.int32).bitwise_and(0x7FFFFFFF).bitwise_right_shift_(23)
+    if flat.shape[0] > 1:
+        codes += torch.arange(flat.shape[0], dtype=torch.int32, device=flat.device)[:, None] * HISTOGRAM_BINS
+    return torch.bincount(codes.reshape(-1), minlength=flat.shape[0] * HISTOGRAM_BINS).to(torch.float64)
 
 
 #: Counts of |x| by power of two (:data:`HISTOGRAM_BINS`): the "colorful dimension" view of a

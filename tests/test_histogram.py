@@ -96,3 +96,14 @@ def test_non_finite_outputs_have_their_own_bin() -> None:
     last = histogram[histogram["layer"] == 39]
     assert last["bin_low"].isna().iloc[-1] and last["count"].iloc[-1] == 16 * 256
     assert pd.isna(last["bin_high"].iloc[-1]) and last["count"].iloc[:-1].sum() == 0
+
+
+def test_the_device_kernels_count_as_the_cpu_ones() -> None:
+    """The torch route (used on GPUs) gives the numpy route's counts; checked here on the CPU."""
+    from initlab.probes import _counts_numpy, _counts_torch
+
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 300, generator=generator) * torch.logspace(-40, 38, 300)
+    x[0, :5] = torch.tensor([0.0, float("inf"), float("nan"), -float("inf"), 1e-45])
+    assert _counts_torch(x).tolist() == _counts_numpy(x).tolist()
+    assert _counts_numpy(x).reshape(4, -1).sum(dim=1).tolist() == [300.0] * 4
