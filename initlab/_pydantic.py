@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 #: The largest magnitude a config float may have. Values reach torch as float32 scalars
 #: (a uniform range, a fill value, an activation's parameter) and products of them (a
 #: gain times a bound), which overflow near 3.4e38; no study needs more than this.
-LIMIT = 1e30
+LIMIT = 1e38
 
 
 def suggest(given: str, valid: Iterable[str]) -> str:

@@ -89,13 +89,16 @@ def run(
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Root folder of results.")] = Path("results"),
     every: Annotated[int, typer.Option("--every", min=1, help="Show every k-th layer in the table.")] = 1,
+    seeds: Annotated[
+        int, typer.Option("--seeds", min=1, help="Run seeds S..S+N-1: median trace, band and one verdict.")
+    ] = 1,
     save: Annotated[bool, typer.Option("--save/--no-save", help="Write the results folder.")] = True,
     device: DeviceOption = None,
     devices: DevicesOption = None,
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Run one study: per-layer statistics, the regime verdict, and a results folder."""
+    """Run one study: per-layer statistics, the regime verdict, plots, and a results folder."""
     with user_errors(debug):
         from initlab.config import load_config
 
@@ -103,19 +106,20 @@ def run(
         from rich.console import Console
 
         from initlab import report
-        from initlab.results import check_writable, save_run
+        from initlab.results import check_writable, save_study
 
         if save:  # before the study runs, not after: a long run's results are not lost
             check_writable(out / resolved.name)
-        from initlab.runner import run as run_study
+        from initlab.runner import run_seeds
 
-        result = run_study(resolved)
-        folder = save_run(result, out, sys.argv) if save else None
+        study = run_seeds(resolved, seeds)
+        folder = save_study(study, out, sys.argv) if save else None
         if json_output:
-            document = report.run_json(result.layers, result.summary, resolved.model_dump(mode="json"), folder)
-            typer.echo(document, nl=False)
+            typer.echo(report.study_json(study, folder), nl=False)
+        elif seeds == 1:
+            report.print_run(Console(), study.runs[0].layers, study.summary, every, folder)
         else:
-            report.print_run(Console(), result.layers, result.summary, every, folder)
+            report.print_seeds(Console(), study, every, folder)
 
 
 def _parse_params(items: list[str]) -> dict[str, object]:

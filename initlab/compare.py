@@ -49,7 +49,7 @@ from initlab.config import (
     to_yaml,
 )
 from initlab.errors import InitlabError
-from initlab.regimes import Trace, classify, with_theory
+from initlab.regimes import Trace, Verdict, classify, with_theory
 from initlab.results import csv_text, git_commit, run_id, to_json, write_folder
 from initlab.schemes import Scheme
 from initlab.schemes import names as scheme_names
@@ -564,10 +564,7 @@ def _summary_row(
                            "finished": len(regimes), "failed": len(errors), "regime": None, "agree": None}
     row |= dict.fromkeys(_SUMMARY_FIGURES)
     if trace is not None and regimes and thresholds is not None:
-        verdict = classify(cell_trace(trace, summaries, position[3]), thresholds)
-        if summaries[0].get("theory") is not None:  # the same prediction for every seed of a cell
-            theory = {k: summaries[0][k] for k in ("theory_regime", "theory_ratio")}
-            verdict = with_theory(verdict, theory, summaries[0]["theory"], thresholds)
+        verdict = median_verdict(trace, summaries, position[3], thresholds)
         ratios = [s["ratio"] for s in summaries if s.get("ratio") is not None]
         notes = ([f"{len(summaries)} seeds: ratio {min(ratios):.3g} to {max(ratios):.3g}"] if len(ratios) > 1 else [])
         row |= {k: v for k, v in verdict.as_dict().items() if k in _SUMMARY_FIGURES}
@@ -576,6 +573,17 @@ def _summary_row(
             "ratio_high": max(ratios, default=None)}
     row["error"] = errors[0] if errors else None
     return row
+
+
+def median_verdict(
+    trace: pd.DataFrame, summaries: Sequence[dict[str, Any]], width: int, thresholds: VerdictConfig
+) -> Verdict:
+    """The verdict of a cell's median trace (:func:`median_traces`) beside the theory the seeds share."""
+    verdict = classify(cell_trace(trace, summaries, width), thresholds)
+    if summaries[0].get("theory") is not None:  # the same prediction for every seed of a cell
+        theory = {k: summaries[0][k] for k in ("theory_regime", "theory_ratio")}
+        verdict = with_theory(verdict, theory, summaries[0]["theory"], thresholds)
+    return verdict
 
 
 def cell_trace(trace: pd.DataFrame, summaries: Sequence[dict[str, Any]], width: int) -> Trace:

@@ -57,6 +57,10 @@ GAIN_CHOICES: tuple[str, ...] = ("auto", *GAIN_DEFINITIONS)
 
 FateKind = Literal["fixed_point", "marginal", "unstable", "vanishing", "explosion"]
 
+#: Relative tolerance of the variance map's fate (see :attr:`Fate.iterations`), and the most
+#: layers it is iterated for.
+FATE_TOL = 1e-9
+FATE_MAX_ITERATIONS = 1_000
 #: |V'(q*) - 1| at or below this counts as a marginal (neutral) fixed point.
 MARGINAL_SLOPE_TOL = 1e-6
 #: The downward search for a fixed point stops at q0 * 2**-_DOWN_OCTAVES (~1e-12 q0): below
@@ -246,8 +250,8 @@ def variance_map_fate(
     gain: float,
     q0: float = 1.0,
     *,
-    tol: float = 1e-9,
-    max_iterations: int = 1_000,
+    tol: float = FATE_TOL,
+    max_iterations: int = FATE_MAX_ITERATIONS,
 ) -> Fate:
     r"""Classify the iteration :math:`q_{l+1} = V(q_l) = g^2 E[\varphi(\sqrt{q_l} z)^2]` from ``q0``.
 
@@ -434,7 +438,7 @@ def gain_report(
     seed: int = 0,
     q0: float = 1.0,
     *,
-    max_iterations: int = 1_000,
+    max_iterations: int = FATE_MAX_ITERATIONS,
 ) -> GainReport:
     """All gain definitions for ``activation``, their variance-map fates from ``q0``, and why they differ."""
     torch_gain = activation.torch_gain()

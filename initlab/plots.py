@@ -1,10 +1,16 @@
-"""Figures of a comparison: block-output std against layer, on a log axis.
+"""Figures: block-output std against layer (compare and run), and run's histogram of magnitudes.
 
-One panel per activation (columns) and per (depth, width) (rows); in each, one line per
-scheme: the median trace over seeds, with the range of the seeds as a band. Lines are
-coloured by the cell's verdict with the terminal's colours (:data:`initlab.report.PLOT_COLOURS`)
-and told apart by line style. A non-finite or zero std has no place on a log axis, so the
-line simply ends there.
+**std.png / std.svg.** One panel per activation (columns) and per (depth, width) (rows); in
+each, one line per scheme: the median trace over seeds, with the range of the seeds as a
+band. Colour identifies the scheme, the same in every panel; the verdict is the line style
+and the marker at the line's end (explained in the legend). All panels share one y range.
+A non-finite or zero std has no place on a log axis, so the line ends there (an × marks
+where the outputs went non-finite).
+
+**histogram.png.** The "colorful dimension" view of the forward signal: layers across,
+magnitude bins up, colour the fraction of the layer's outputs in the bin. The bins are
+fixed powers of two (:data:`initlab.probes.HISTOGRAM_BINS`), drawn on a log10 axis trimmed
+to the occupied range, with the zero and non-finite bins as bands below and above.
 
 matplotlib is imported inside the functions, and only its object-oriented API is used
 (a ``Figure`` with the Agg canvas, no pyplot), so nothing global changes and
@@ -14,47 +20,106 @@ matplotlib is imported inside the functions, and only its object-oriented API is
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from initlab.report import PLOT_COLOURS
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from initlab.compare import Comparison
+    from initlab.runner import SeedStudy
 
-#: Line styles that tell the schemes in one panel apart (colour is the verdict).
-_STYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]
-_NO_VERDICT = "#7f7f7f"  # failed or unfinished cells
+#: Colours of the schemes, in their order on the axis (matplotlib's tab10).
+SCHEME_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                  "#bcbd22", "#17becf"]
+#: The verdict of a line: its style and the marker at its end.
+VERDICT_STYLES: dict[str | None, tuple[Any, str]] = {
+    "stable": ("-", "o"), "vanishing": ("--", "v"), "explosion": (":", "^"), "saturated": ("-.", "D"),
+    None: ((0, (1, 3)), "s"),  # failed or unfinished
+}
 _PANEL_INCHES = (4.2, 3.2)
 
 
 def std_figure(comparison: Comparison) -> Any:
     """The std-vs-layer figure of ``comparison`` (a ``matplotlib.figure.Figure``)."""
+    return trace_figure(comparison.plan.name, comparison.traces, comparison.summary, comparison.plan.axes)
+
+
+def trace_figure(name: str, traces: pd.DataFrame, summary: pd.DataFrame, axes: dict[str, list[Any]]) -> Any:
+    """Median std traces (and seed bands) of the cells in ``summary``, a panel per activation and shape."""
     from matplotlib.figure import Figure
 
-    axes = comparison.plan.axes
     shapes = [(d, w) for d in axes["depths"] for w in axes["widths"]]
     rows, cols = len(shapes), len(axes["activations"])
-    figure = Figure(figsize=(_PANEL_INCHES[0] * cols, _PANEL_INCHES[1] * rows), layout="constrained")
-    grid = figure.subplots(rows, cols, squeeze=False)
-    regimes = _regimes(comparison.summary)
+    inches = max(_PANEL_INCHES[0] * cols, 6.0)
+    figure = Figure(figsize=(inches, _PANEL_INCHES[1] * rows + 1.4), layout="constrained")
+    grid = figure.subplots(rows, cols, squeeze=False, sharex=False, sharey=True)
+    regimes = _regimes(summary)
     seeds = len(axes["seeds"])
-    band = f"; band: range of {seeds} seeds" if seeds > 1 else ""
-    figure.suptitle(f"{comparison.plan.name}: block-output std by layer (median over seeds{band})", fontsize=11)
+    notes = [f"median over the {seeds} seeds, band: their range"] * (seeds > 1)
+    notes += ["all panels share the y axis"] * (rows * cols > 1)
+    shape = (f"depth {shapes[0][0]}, width {shapes[0][1]}" if len(shapes) == 1
+             else "depth " + _list(axes["depths"]) + ", width " + _list(axes["widths"]))
+    title = "\n".join([f"{name}: block-output std by layer", f"{shape}, {_seeds(axes['seeds'])}", "; ".join(notes)])
+    figure.suptitle(title.strip(), fontsize=10)
     for r, (depth, width) in enumerate(shapes):
         for c, activation in enumerate(axes["activations"]):
-            title = activation if rows == 1 else f"{activation}, depth {depth}, width {width}"
-            _panel(grid[r][c], comparison.traces, regimes, axes["schemes"], (activation, depth, width), title)
+            title = f"{activation}, depth {depth}, width {width}"
+            _panel(grid[r][c], traces, regimes, axes["schemes"], (activation, depth, width), title)
+    handles = _legend(axes["schemes"], regimes, overflow=bool(np.isinf(traces["median"].to_numpy()).any()))
+    # About 2.4 inches per legend column, so the legend never runs past the figure's edges.
+    figure.legend(handles=handles, loc="outside lower center", fontsize=8, ncols=max(1, int(inches / 2.4)))
     return figure
+
+
+def study_figure(study: SeedStudy) -> Any:
+    """The std-vs-layer figure of ``initlab run`` (one panel, one line; a band with several seeds)."""
+    import pandas as pd
+
+    from initlab.compare import CELL_KEYS
+    from initlab.runner import cell_key
+
+    key: dict[str, Any] = dict(zip(CELL_KEYS, cell_key(study.config), strict=True))
+    summary = pd.DataFrame([{**key, "regime": study.verdict.regime}])
+    axes = {"schemes": [key["scheme"]], "activations": [key["activation"]], "depths": [key["depth"]],
+            "widths": [key["width"]], "seeds": study.seeds}
+    return trace_figure(study.config.name, study.traces.assign(**key), summary, axes)
+
+
+def _seeds(seeds: Sequence[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds ({seeds[0]}-{seeds[-1]})"
+
+
+def _list(values: Sequence[Any]) -> str:
+    return ", ".join(str(v) for v in values)
 
 
 def _regimes(summary: pd.DataFrame) -> dict[tuple[Any, ...], str | None]:
     keys = zip(summary["scheme"], summary["activation"], summary["depth"], summary["width"], strict=True)
     return {key: (regime if isinstance(regime, str) else None) for key, regime in zip(keys, summary["regime"],
                                                                                       strict=True)}
+
+
+def _legend(schemes: list[str], regimes: dict[tuple[Any, ...], str | None], overflow: bool) -> list[Any]:
+    """Schemes by colour, then the verdicts that occur by line style and end marker."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=_colour(i), linewidth=2.5, label=scheme) for i, scheme in enumerate(schemes)]
+    seen = set(regimes.values())
+    for regime, (style, marker) in VERDICT_STYLES.items():
+        if regime in seen:
+            handles.append(Line2D([], [], color="black", linestyle=style, marker=marker, markevery=[1],
+                                  label=f"verdict: {regime or 'no result'}"))
+    if overflow:
+        handles.append(Line2D([], [], color="black", linestyle="none", marker="x",
+                              label="outputs non-finite after this layer"))
+    return handles
+
+
+def _colour(index: int) -> str:
+    return SCHEME_COLOURS[index % len(SCHEME_COLOURS)]
 
 
 def _panel(
@@ -68,32 +133,32 @@ def _panel(
     activation, depth, width = where
     drawn = False
     for i, scheme in enumerate(schemes):
-        key = (scheme, activation, depth, width)
         trace = traces[(traces["scheme"] == scheme) & (traces["activation"] == activation)
                        & (traces["depth"] == depth) & (traces["width"] == width)]
-        regime = regimes.get(key)
-        colour = PLOT_COLOURS.get(regime or "", _NO_VERDICT)
-        label = f"{scheme}: {regime or 'no result'}"
         if trace.empty:
-            ax.plot([], [], color=colour, linestyle=_STYLES[i % len(_STYLES)], label=label)
             continue
+        style, marker = VERDICT_STYLES[regimes.get((scheme, activation, depth, width))]
         layer = trace["layer"].to_numpy()
         median = _on_log_axis(trace["median"].to_numpy())
-        ax.plot(layer, median, color=colour, linestyle=_STYLES[i % len(_STYLES)], linewidth=1.4, label=label)
+        ax.plot(layer, median, color=_colour(i), linestyle=style, linewidth=1.4)
+        shown = np.flatnonzero(np.isfinite(median))
+        if shown.size:  # the verdict's marker where the line ends
+            ax.plot(layer[shown[-1]], median[shown[-1]], marker=marker, color=_colour(i), markersize=6)
         end = _last_before_overflow(trace["median"].to_numpy())
         if end is not None:  # mark where the line stops because the outputs went non-finite
-            ax.plot(layer[end], median[end], marker="x", color=colour, markersize=7)
+            ax.plot(layer[end], median[end], marker="x", color="black", markersize=8)
         if (trace["seeds"] > 1).any():
             low, high = _on_log_axis(trace["low"].to_numpy()), _on_log_axis(trace["high"].to_numpy())
-            ax.fill_between(layer, low, high, color=colour, alpha=0.18, linewidth=0)
-        drawn = drawn or bool(np.isfinite(median).any())
+            ax.fill_between(layer, low, high, color=_colour(i), alpha=0.18, linewidth=0)
+        drawn = drawn or bool(shown.size)
     if drawn:  # a log axis with no positive data warns; leave an empty panel linear
         ax.set_yscale("log")
-    ax.set_title(title, fontsize=10)
+    pad = 0.03 * max(depth - 1, 1)  # the whole network, also where a line ends early; end markers whole
+    ax.set_xlim(-pad, depth - 1 + pad)
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel("layer")
     ax.set_ylabel("std of block output")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
 
 
 def _last_before_overflow(values: Any) -> int | None:
@@ -111,20 +176,76 @@ def _on_log_axis(values: Any) -> Any:
     return out
 
 
-def std_plot_files(comparison: Comparison) -> dict[str, bytes]:
-    """The figure as ``{"png": bytes, "svg": bytes}``; the SVG carries no date, so it is reproducible."""
-    return figure_files(std_figure(comparison))
+# ---------------------------------------------------------------- histogram
 
 
-def figure_files(figure: Any) -> dict[str, bytes]:
-    """A figure as ``{"png": bytes, "svg": bytes}``; the SVG carries no date, so it is reproducible."""
+def histogram_figure(histogram: pd.DataFrame, title: str) -> Any:
+    """Layers × magnitude bins, coloured by the fraction of each layer's outputs in the bin.
+
+    ``histogram`` is :func:`initlab.runner.histogram_table`'s tidy frame (one site).
+    """
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    layers = np.sort(histogram["layer"].unique())
+    bins = histogram[histogram["layer"] == layers[0]]
+    counts = histogram["count"].to_numpy(np.float64).reshape(len(layers), len(bins)).T  # (bins, layers)
+    fraction = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
+    edges, inner, bands = _bin_edges(bins["bin_low"].to_numpy(), bins["bin_high"].to_numpy())
+    figure = Figure(figsize=(7.5, 4.6), layout="constrained")
+    ax = figure.subplots()
+    x = np.append(layers, layers[-1] + 1) - 0.5
+    shown = np.where(fraction > 0, fraction, np.nan)
+    mesh = ax.pcolormesh(x, edges, shown, norm=LogNorm(vmin=max(np.nanmin(shown), 1e-6), vmax=1), cmap="viridis")
+    figure.colorbar(mesh, ax=ax, label="fraction of the layer's outputs")
+    ticks = [t for t in MaxNLocator(nbins=8, integer=True).tick_values(*inner) if inner[0] <= t <= inner[1]]
+    for _, boundary, _ in bands:  # a white line between the powers of two and the zero / non-finite band
+        ax.axhline(boundary, color="white", linewidth=1.2)
+    ax.set_yticks(ticks + [c for c, _, _ in bands], [f"{t:g}" for t in ticks] + [label for _, _, label in bands])
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("log10 |x|   (fixed bins: powers of 2;\n0: |x| < 2^-126, zero included)")
+    return figure
+
+
+def _bin_edges(low: Any, high: Any) -> tuple[Any, tuple[float, float], list[tuple[float, float, str]]]:
+    """y edges (log10 |x|) of the bins, the zero and non-finite bins as bands of one ordinary
+    bin's height below and above; the powers of two's range; each band's centre, boundary, label."""
+    step = float(np.log10(2.0))
+    ordinary = np.isfinite(low) & (low > 0)
+    if ordinary.any():
+        inner = np.append(np.log10(low[ordinary]), np.log10(high[ordinary][-1]))
+    else:
+        inner = np.array([0.0, step])
+    edges, bands = list(inner), []
+    if low.size and low[0] == 0:
+        edges.insert(0, inner[0] - step)
+        bands.append((inner[0] - step / 2, inner[0], "0"))
+    if low.size and not np.isfinite(low[-1]):
+        edges.append(inner[-1] + step)
+        bands.append((inner[-1] + step / 2, inner[-1], "inf/NaN"))
+    return np.array(edges), (float(inner[0]), float(inner[-1])), bands
+
+
+# ---------------------------------------------------------------- files
+
+
+def figure_files(figure: Any, formats: Sequence[str] = ("png", "svg")) -> dict[str, bytes]:
+    """``figure`` as ``{format: bytes}``; the PNG and SVG carry no date or version, so they are reproducible."""
     import matplotlib as mpl
 
     out = {}
     # A fixed hash salt makes the SVG's element ids the same from run to run.
     with mpl.rc_context({"svg.hashsalt": "initlab"}):
-        for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None})):
+        for fmt in formats:
+            metadata = {"Software": None} if fmt == "png" else {"Date": None}
             buffer = io.BytesIO()
             figure.savefig(buffer, format=fmt, dpi=110, metadata=metadata)
             out[fmt] = buffer.getvalue()
     return out
+
+
+def std_plot_files(comparison: Comparison) -> dict[str, bytes]:
+    """The std figure as ``{"png": bytes, "svg": bytes}``."""
+    return figure_files(std_figure(comparison))

@@ -32,7 +32,7 @@ from torch import nn
 from initlab.activations import Activation
 
 Value = float | None
-Record = dict[str, Any]  # {"layer": int, "site": str, "stat": str, "value": float | None}
+Record = dict[str, Any]  # {"layer": int, "site": str, "stat": str, "value": float | None (histogram: counts)}
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ class Statistic:
     name: str
     partial: Callable[[torch.Tensor], torch.Tensor]  # (k, rows, width), any dtype -> (k, p) float64
     merge: Callable[[np.ndarray], np.ndarray]  # (keys, parts, p) -> (keys, p)
-    finalize: Callable[[np.ndarray], dict[str, np.ndarray]]  # (keys, p) -> name: (keys,), NaN = undefined
+    # (keys, p) -> name: (keys,) with NaN = undefined, or (keys, bins) for a histogram
+    finalize: Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 def _rowwise(
@@ -195,6 +196,67 @@ def _zeros_final(merged: np.ndarray) -> dict[str, np.ndarray]:
 ZEROS = Statistic("zeros", _zeros_partial, lambda parts: parts.sum(axis=1), _zeros_final)
 
 
+# ---------------------------------------------------------------- histogram of magnitudes
+
+
+#: Bins of :data:`HISTOGRAM`, fixed so that partials merge by addition and both a vanishing
+#: and an exploding signal stay in range: bin e is float32's exponent field of |x|, so bin 0
+#: is |x| < 2**-126 (0, or below float32's normal range), bin e in 1..254 is
+#: 2**(e-127) <= |x| < 2**(e-126), and bin 255 holds non-finite values (inf, NaN).
+HISTOGRAM_BINS = 256
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def histogram_edges() -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` of every bin of :data:`HISTOGRAM`; NaN for the non-finite bin."""
+    exponents = np.arange(HISTOGRAM_BINS, dtype=np.float64) - 127
+    low, high = np.exp2(exponents), np.exp2(exponents + 1)
+    low[0] = 0.0
+    low[-1] = high[-1] = np.nan
+    return low, high
+
+
+def _as_float32(flat: torch.Tensor) -> torch.Tensor:
+    """``flat`` in float32 with every finite magnitude in float32's range (exact for half types)."""
+    if flat.dtype == torch.float64:  # beyond float32's range: the first or last finite bin, not inf
+        flat = torch.where(flat.isinf(), flat, flat.clamp(-_FLOAT32_MAX, _FLOAT32_MAX))
+    return flat.to(torch.float32)
+
+
+def _histogram_partial(x: torch.Tensor) -> torch.Tensor:
+    flat = x.reshape(x.shape[0], -1)
+    if flat.dtype != torch.float32:
+        flat = _as_float32(flat)
+    # numpy's bit operations and bincount are several times torch's on a CPU.
+    counts = _counts_numpy(flat) if flat.device.type == "cpu" else _counts_torch(flat)
+    return counts.reshape(flat.shape[0], HISTOGRAM_BINS)  # counts are exact in float64 up to 2**53
+
+
+def _counts_numpy(flat: torch.Tensor) -> torch.Tensor:
+    """Bin counts of each row of a float32 CPU ``flat`` (k, n), flattened to (k * bins,)."""
+    codes = np.bitwise_and(flat.numpy().view(np.int32), 0x7FFFFFFF)  # |x|: the sign bit cleared...
+    np.right_shift(codes, 23, out=codes)  # ...then its exponent field, in place
+    if flat.shape[0] > 1:  # row r counts into bins r * bins ... (r + 1) * bins - 1
+        codes += np.arange(flat.shape[0], dtype=np.int32)[:, None] * HISTOGRAM_BINS
+    return torch.from_numpy(np.bincount(codes.reshape(-1), minlength=flat.shape[0] * HISTOGRAM_BINS)
+                            .astype(np.float64))
+
+
+def _counts_torch(flat: torch.Tensor) -> torch.Tensor:
+    """:func:`_counts_numpy` with torch's kernels, on ``flat``'s device."""
+    codes = flat.view(torch.int32).bitwise_and(0x7FFFFFFF).bitwise_right_shift_(23)
+    if flat.shape[0] > 1:
+        codes += torch.arange(flat.shape[0], dtype=torch.int32, device=flat.device)[:, None] * HISTOGRAM_BINS
+    return torch.bincount(codes.reshape(-1), minlength=flat.shape[0] * HISTOGRAM_BINS).to(torch.float64)
+
+
+#: Counts of |x| by power of two (:data:`HISTOGRAM_BINS`): the "colorful dimension" view of a
+#: signal through the layers. One row of counts per key; merging adds the counts.
+HISTOGRAM = Statistic(
+    "histogram", _histogram_partial, lambda parts: parts.sum(axis=1), lambda merged: {"histogram": merged}
+)
+
+
 #: Statistics by name; each factory returns None where the statistic means nothing.
 STATISTICS: dict[str, Callable[[Activation], Statistic | None]] = {
     "moments": lambda act: MOMENTS,
@@ -202,6 +264,7 @@ STATISTICS: dict[str, Callable[[Activation], Statistic | None]] = {
     "absmax": lambda act: ABSMAX,
     "saturated": lambda act: saturation(*act.saturation) if act.saturation else None,
     "zeros": lambda act: ZEROS if act.zeros_negative else None,
+    "histogram": lambda act: HISTOGRAM,
 }
 #: Which statistics each site records by default.
 SITE_STATISTICS: dict[str, tuple[str, ...]] = {
@@ -306,8 +369,9 @@ class Accumulator:
                 columns |= stat.finalize(stat.merge(stacked[..., start : start + size]))
                 start += size
             for i, (key, _) in enumerate(group):
-                out += [
-                    {"layer": key[0], "site": site, "stat": name, "value": _value(values[i])}
+                out += [  # a statistic with a row per key (the histogram) keeps that row
+                    {"layer": key[0], "site": site, "stat": name,
+                     "value": _value(values[i]) if values.ndim == 1 else values[i]}
                     for name, values in columns.items()
                 ]
         return out

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich import box
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -18,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from initlab.compare import Comparison
+    from initlab.runner import SeedStudy
 
 #: One colour per regime, shared by tables and plots.
 COLOURS = {"explosion": "red", "vanishing": "blue", "saturated": "magenta", "stable": "green"}
@@ -51,25 +55,16 @@ def shown_rows(layers: pd.DataFrame, every: int, marks: Sequence[int | None]) ->
     return sorted(rows)
 
 
-def layer_table(layers: pd.DataFrame, summary: dict[str, Any], every: int = 1) -> Table:
-    """The per-layer statistics as a Rich table."""
-    columns = [(key, title) for key, title in _COLUMNS if key in layers.columns]
-    table = Table(
-        title=f"{summary['name']}: per-layer statistics",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    for _, title in columns:
-        table.add_column(title, justify="right")
+def layer_table(layers: pd.DataFrame, summary: dict[str, Any], every: int = 1) -> FittedTable:
+    """The per-layer statistics, split into as many tables as the terminal's width needs."""
     bad = summary.get("first_nonfinite_layer")
-    for i in shown_rows(layers, every, [bad, summary.get("first_zero_layer")]):
-        row = layers.iloc[i]
-        style = "red" if bad is not None and i >= bad else None
-        table.add_row(
-            *[fmt(row[key], 0 if key in ("layer", "nonfinite") else 3) for key, _ in columns], style=style
-        )
-    return table
+    rows = shown_rows(layers, every, [bad, summary.get("first_zero_layer")])
+    columns = [
+        Col(title, [fmt(layers[key].iloc[i], 0 if key in ("layer", "nonfinite") else 3) for i in rows])
+        for key, title in _COLUMNS if key in layers.columns
+    ]
+    styles = ["red" if bad is not None and i >= bad else None for i in rows]
+    return FittedTable(f"{summary['name']}: per-layer statistics", columns[:1], columns[1:], row_styles=styles)
 
 
 def verdict_line(summary: dict[str, Any]) -> Text:
@@ -118,67 +113,116 @@ def run_json(layers: pd.DataFrame, summary: dict[str, Any], config: dict[str, An
     )
 
 
+def study_json(study: SeedStudy, folder: Path | None) -> str:
+    """The ``--json`` document of ``initlab run``; with several seeds, ``layers`` has a seed column
+    and ``traces`` the median and band per layer."""
+    config = study.config.model_dump(mode="json")
+    if len(study.runs) == 1:
+        return run_json(study.runs[0].layers, study.summary, config, folder)
+    return to_json({"config": config, "summary": study.summary, "traces": table_records(study.traces),
+                    "layers": table_records(study.layers), "results_dir": str(folder) if folder else None})
+
+
+def seeds_table(study: SeedStudy, every: int = 1) -> FittedTable:
+    """Per layer: the median std over seeds, the band (min and max of the finite ones), and
+    how many seeds are non-finite there."""
+    traces, summary = study.traces, study.summary
+    bad = (study.layers["nonfinite"] > 0).groupby(study.layers["layer"]).sum()
+    rows = shown_rows(traces, every, [summary.get("first_nonfinite_layer"), summary.get("first_zero_layer")])
+    picked = traces.iloc[rows]
+    columns = [Col("layer", [str(v) for v in picked["layer"]]),
+               Col("median std", [_std_text(v).plain for v in picked["median"]]),
+               Col("min std", [fmt(v, 3) for v in picked["low"]]), Col("max std", [fmt(v, 3) for v in picked["high"]])]
+    if bad.any():
+        columns.append(Col("nonfinite\nseeds", [str(int(bad[layer])) for layer in picked["layer"]]))
+    title = f"{study.config.name}: per-layer std over {len(study.runs)} seeds ({study.seeds[0]}-{study.seeds[-1]})"
+    return FittedTable(title, columns[:1], columns[1:])
+
+
+def print_seeds(console: Console, study: SeedStudy, every: int, folder: Path | None) -> None:
+    """The terminal report of one study over several seeds: median and band, the median's verdict."""
+    console.print(seeds_table(study, every))
+    console.print(verdict_line(study.summary))
+    regimes = [r.verdict.regime for r in study.runs]
+    console.print(f"  of the median trace; {study.agree} of {len(regimes)} seeds' own verdicts agree ("
+                  + ", ".join(f"{regimes.count(r)} {r}" for r in dict.fromkeys(regimes)) + ")")
+    if folder is not None:
+        console.print(f"results: {folder}")
+
+
 # ---------------------------------------------------------------- gain
 
 
 _DEFINITION_TITLES = {"torch": "torch", "second_moment": "second moment", "std_ratio": "std ratio"}
 
 
-def gain_table(report: Any) -> Table:
+def gain_table(report: Any) -> FittedTable:
     """One activation's gains by every definition, with where each takes a deep net's variance."""
-    table = Table(title=f"gain for {report.activation}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("definition")
-    table.add_column("gain", justify="right")
-    table.add_column("deep net, from q0 = 1")
+    names, gains, fates = [], [], []
     for name, title in _DEFINITION_TITLES.items():
         value = getattr(report, name)
+        names.append(title)
         if value is None:
-            table.add_row(title, "n/a", "not in calculate_gain's table")
+            gains.append("n/a")
+            fates.append(Text("not in calculate_gain's table"))
             continue
-        shown = f"{value:.6g}" + (f" ± {report.std_ratio_se:.2g}" if name == "std_ratio" else "")
+        gains.append(f"{value:.6g}" + (f" ± {report.std_ratio_se:.2g}" if name == "std_ratio" else ""))
         fate = report.fates[name]
-        style = "green" if fate.stable else COLOURS.get(fate.kind, "yellow")
-        table.add_row(title, shown, Text(_fate_text(fate), style=style))
-    return table
+        fates.append(Text(fate_text(fate), style="green" if fate.stable else COLOURS.get(fate.kind, "yellow")))
+    return FittedTable(
+        f"gain for {report.activation}", [Col("definition", names, "left")],
+        [Col("gain", gains), Col("deep net, from q0 = 1", fates, "left", prose=True)],
+    )
 
 
-def _fate_text(fate: Any) -> str:
-    """Where the variance map takes q0, saying what the layer count counts: ``q*=1.178, stable:
-    reached in 23 layers`` (within 1e-9), ``vanishing: q < 1e-9 q0 by layer 55``."""
-    if fate.kind in ("vanishing", "explosion"):
-        if fate.iterations is None:
-            return f"{fate.kind}, slowly (a power law)"
-        bound = "q < 1e-9 q0" if fate.kind == "vanishing" else "q > 1e9 q0"
-        return f"{fate.kind}: {bound} by layer {fate.iterations}"
-    if fate.kind == "fixed_point":
-        reached = ("q0 is already q*" if fate.iterations == 0 else "approached slowly" if fate.iterations is None
-                   else f"reached in {fate.iterations} layers")
-        return f"q*={fate.q:.4g}, stable: {reached}"
-    return f"q*={fate.q:.4g}, {fate.kind} (slope {fate.slope:.3g})"
+def fate_text(fate: Any) -> str:
+    """Where the variance map takes q0 = 1, and what the number of layers counts.
+
+    E.g. ``q*=1.178, stable: within 1e-09 of q* after 23 layers`` or ``explosion: q above
+    1e+09 after 55 layers`` (:attr:`initlab.gain.Fate.iterations`).
+    """
+    from initlab.gain import FATE_MAX_ITERATIONS, FATE_TOL
+
+    if fate.kind not in ("vanishing", "explosion", "fixed_point"):
+        return f"q*={fate.q:.4g}, {fate.kind} (slope V'(q*) = {fate.slope:.3g})"
+    low, high, near = _power(FATE_TOL * fate.q0), _power(fate.q0 / FATE_TOL), _power(FATE_TOL)
+    reached, missed = {
+        "vanishing": (f"q below {low}", f"q still above {low}"),
+        "explosion": (f"q above {high}", f"q still below {high}"),
+        "fixed_point": (f"within {near} of q*", f"not yet within {near} of q*"),
+    }[fate.kind]
+    head = fate.kind if fate.q is None else f"q*={fate.q:.4g}, stable"
+    if fate.iterations is None:
+        return f"{head}: {missed} after {FATE_MAX_ITERATIONS} layers"
+    if fate.iterations == 0:
+        return f"{head}: q0 is q*, reached at once" if fate.q is not None else f"{head}: {reached} at once"
+    return f"{head}: {reached} after {fate.iterations} layer{'s' if fate.iterations > 1 else ''}"
+
+
+def _power(value: float) -> str:
+    """``1e-9`` rather than ``1e-09``."""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def gain_explanation(report: Any) -> Text:
     return Text(report.explanation, style="dim")
 
 
-def gain_overview(reports: Sequence[Any]) -> Table:
-    """Every activation in one table that reads in 80 columns."""
-    table = Table(
-        title="gain by definition", caption="auto: the variance fixed point q* at the gain `auto` picks",
-        title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+def gain_overview(reports: Sequence[Any]) -> FittedTable:
+    """Every activation in one table (split into several where the terminal is narrow)."""
+    autos = [report.fates["torch" if report.torch is not None else "second_moment"] for report in reports]
+    return FittedTable(
+        "gain by definition",
+        [Col("activation", [report.activation for report in reports], "left")],
+        [
+            Col("torch", [f"{r.torch:.5g}" if r.torch is not None else "n/a" for r in reports]),
+            Col("2nd moment", [f"{r.second_moment:.5g}" for r in reports]),
+            Col("std ratio", [f"{r.std_ratio:.4g}" for r in reports]),
+            Col("auto", [_short_fate(fate) for fate in autos], "left"),
+        ],
+        caption="auto: the variance fixed point q* at the gain `auto` picks",
     )
-    for title in ("activation", "torch", "2nd moment", "std ratio", "auto"):
-        table.add_column(title, justify="left" if title in ("activation", "auto") else "right")
-    for report in reports:
-        auto = "torch" if report.torch is not None else "second_moment"
-        table.add_row(
-            report.activation,
-            f"{report.torch:.5g}" if report.torch is not None else "n/a",
-            f"{report.second_moment:.5g}",
-            f"{report.std_ratio:.4g}",
-            _short_fate(report.fates[auto]),
-        )
-    return table
 
 
 def _short_fate(fate: Any) -> Text:
@@ -226,22 +270,17 @@ def _shapes(axes: dict[str, list[Any]]) -> list[tuple[int, int]]:
     return [(depth, width) for depth in axes["depths"] for width in axes["widths"]]
 
 
-def compare_matrices(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> list[Table]:
+def compare_matrices(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> list[FittedTable]:
     """The regime matrix, rows schemes and columns activations; one per (depth, width)."""
     rows = _rows(summary)
     seeds = len(axes["seeds"])
     tables = []
     for depth, width in _shapes(axes):
         title = f"regime matrix: depth {depth}, width {width}, {seeds} seed{'s' if seeds > 1 else ''}"
-        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_lines=True,
-                      min_width=len(title))
-        table.add_column("scheme")
-        for activation in axes["activations"]:
-            table.add_column(activation)
-        for scheme in axes["schemes"]:
-            cells = [cell_text(rows[(scheme, activation, depth, width)]) for activation in axes["activations"]]
-            table.add_row(_break_label(scheme), *cells)
-        tables.append(table)
+        columns = [Col(activation, [cell_text(rows[(scheme, activation, depth, width)]) for scheme in axes["schemes"]],
+                       "left") for activation in axes["activations"]]
+        keys = [Col("scheme", [_break_label(scheme) for scheme in axes["schemes"]], "left")]
+        tables.append(FittedTable(title, keys, columns, show_lines=True))
     return tables
 
 
@@ -288,10 +327,8 @@ def pick_layers(depth: int, chosen: Sequence[int] | None) -> list[int]:
     return sorted({layer % depth for layer in chosen if -depth <= layer < depth})
 
 
-def std_tables(
-    traces: pd.DataFrame, axes: dict[str, list[Any]], chosen: Sequence[int] | None, width: int
-) -> list[Table]:
-    """Median block-output std at a few layers, one column per cell, split to fit ``width`` columns."""
+def std_tables(traces: pd.DataFrame, axes: dict[str, list[Any]], chosen: Sequence[int] | None) -> list[FittedTable]:
+    """Median block-output std at a few layers, one column per cell (split to fit the terminal)."""
     tables = []
     for depth, net_width in _shapes(axes):
         layers = pick_layers(depth, chosen)
@@ -302,18 +339,10 @@ def std_tables(
         cells = [(s, a) for a in axes["activations"] for s in axes["schemes"] if (s, a) in drawn]
         if not cells:  # every cell of this shape failed: nothing to tabulate
             continue
+        columns = [Col(f"{a}\n{_break_label(s)}", [_std_text(median.get((s, a, layer))) for layer in layers])
+                   for s, a in cells]
         title = f"std by layer (median over seeds): depth {depth}, width {net_width}"
-        for chunk in _fit(cells, width):
-            headers = [[activation, *_break_label(scheme).splitlines()] for scheme, activation in chunk]
-            lines = max(len(h) for h in headers)
-            table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                          min_width=len(title))
-            table.add_column("layer", justify="right", vertical="bottom")
-            for header in headers:  # pad to equal height: Rich aligns headers at the bottom
-                table.add_column("\n".join(header + [""] * (lines - len(header))), justify="right")
-            for layer in layers:
-                table.add_row(str(layer), *[_std_text(median.get((s, a, layer))) for s, a in chunk])
-            tables.append(table)
+        tables.append(FittedTable(title, [Col("layer", [str(layer) for layer in layers])], columns))
     return tables
 
 
@@ -321,20 +350,6 @@ def _break_label(label: str) -> str:
     """``xavier_uniform(gain=auto)`` over two lines, so columns stay narrow."""
     name, paren, rest = label.partition("(")
     return f"{name}\n{paren}{rest}" if paren else name
-
-
-def _fit(cells: list[tuple[str, str]], width: int) -> list[list[tuple[str, str]]]:
-    """Consecutive groups of cells whose columns fit in ``width`` characters next to the layer column."""
-    chunks: list[list[tuple[str, str]]] = [[]]
-    used = len("layer")
-    for scheme, activation in cells:
-        need = 2 + max(9, len(activation), *(len(line) for line in _break_label(scheme).splitlines()))
-        if chunks[-1] and used + need > width:
-            chunks.append([])
-            used = len("layer")
-        chunks[-1].append((scheme, activation))
-        used += need
-    return chunks
 
 
 def _std_text(value: float | None) -> Text:
@@ -360,7 +375,7 @@ def print_compare(
     if notes is not None:
         console.print(notes)
         console.print()
-    for table in std_tables(comparison.traces, axes, layers, console.width):
+    for table in std_tables(comparison.traces, axes, layers):
         console.print(table)
     if folder is not None:
         console.print(f"results: {folder}")
@@ -378,3 +393,116 @@ def compare_json(comparison: Comparison, folder: Path | None) -> str:
             "results_dir": str(folder) if folder is not None else None,
         }
     )
+
+
+# ---------------------------------------------------------------- tables that fit
+
+
+@dataclass(frozen=True)
+class Col:
+    """A table column: header, one cell per row, and whether it is prose (may wrap at spaces).
+
+    Cells that are not prose (numbers, names, verdicts) are never wrapped or cut: a column
+    is as wide as its widest line.
+    """
+
+    header: str
+    cells: Sequence[str | Text]
+    justify: JustifyMethod = "right"
+    prose: bool = False
+
+
+def _cell_width(cell: str | Text) -> int:
+    plain = cell.plain if isinstance(cell, Text) else cell
+    return max((cell_len(line) for line in plain.splitlines()), default=0)
+
+
+def _column_width(column: Col) -> int:
+    """Width the column needs: its widest line (prose: its longest word)."""
+    texts = [column.header, *[c.plain if isinstance(c, Text) else c for c in column.cells]]
+    if column.prose:
+        return max((cell_len(word) for text in texts for word in text.split()), default=1)
+    return max(_cell_width(text) for text in texts)
+
+
+@dataclass(frozen=True)
+class FittedTable:
+    """A table that fits the width it is printed at without cutting a cell.
+
+    Its ``keys`` columns (``layer``, ``scheme``) are repeated in every piece; the other
+    columns are packed, in order, into as many tables as the width needs. Where even the
+    keys and one column do not fit, the rows are printed one value per line (``header:
+    value``), which fits any width that fits the longest value.
+    """
+
+    title: str
+    keys: Sequence[Col]
+    values: Sequence[Col]
+    caption: str | None = None
+    show_lines: bool = False
+    row_styles: Sequence[str | None] | None = None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from self.pieces(console, options.max_width)
+
+    def pieces(self, console: Console, width: int) -> list[RenderableType]:
+        """The tables (or the long layout) that show every column within ``width`` characters."""
+        chunks: list[list[Col]] = []
+        for column in self.values:
+            if chunks and self._fits(console, width, [*chunks[-1], column]):
+                chunks[-1].append(column)
+            elif self._fits(console, width, [column]):
+                chunks.append([column])
+            else:
+                return [self._long()]
+        last = len(chunks) - 1
+        # The title once, above the pieces: a narrow piece would wrap it over several lines.
+        title = Text(self.title, style="table.title", overflow="fold")
+        return [title, *(self._table(chunk, caption=i == last) for i, chunk in enumerate(chunks or [[]]))]
+
+    def _fits(self, console: Console, width: int, columns: list[Col]) -> bool:
+        table = self._table(columns, caption=False)
+        # The minimum: numbers at full width (their min_width), prose at its longest word.
+        return Measurement.get(console, console.options.update_width(10_000), table).minimum <= width
+
+    def _table(self, columns: Sequence[Col], caption: bool) -> Table:
+        table = Table(caption=self.caption if caption else None,
+                      title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                      show_lines=self.show_lines)
+        chosen = [*self.keys, *columns]
+        headers = [c.header.splitlines() for c in chosen]
+        lines = max((len(h) for h in headers), default=1)
+        for column, header in zip(chosen, headers, strict=True):
+            # Pad headers to one height: Rich aligns them at the bottom, names read top-down.
+            table.add_column("\n".join(header + [""] * (lines - len(header))), justify=column.justify,
+                             min_width=_column_width(column), no_wrap=not column.prose)
+        styles = self.row_styles or [None] * len(self.keys[0].cells)
+        for i, style in enumerate(styles):
+            table.add_row(*[c.cells[i] for c in chosen], style=style)
+        return table
+
+    def _long(self) -> Text:
+        """One value per line: ``layer 10`` then ``  std: 0.642``, for widths no table fits."""
+        text = Text(self.title + "\n", style="bold")
+        styles = self.row_styles or [None] * len(self.keys[0].cells)
+        for i, style in enumerate(styles):
+            head = ", ".join(f"{_one_line(k.header)} {_plain(k.cells[i])}" for k in self.keys)
+            text.append(f"\n{head}\n", style=style or "bold")
+            for column in self.values:
+                text.append(f"  {_one_line(column.header)}: ")
+                cell = column.cells[i]
+                lines = (cell if isinstance(cell, Text) else Text(cell)).split("\n")
+                text.append(Text(", ").join(lines))  # a multi-line cell on one line
+                text.append("\n")
+        if self.caption:
+            text.append(f"\n{self.caption}\n")
+        text.rstrip()
+        return text
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _plain(cell: str | Text) -> str:
+    return _one_line(cell.plain if isinstance(cell, Text) else cell)

@@ -25,7 +25,7 @@ from initlab.errors import InitlabError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from initlab.runner import Result
+    from initlab.runner import Result, SeedStudy
 
 
 def clean(value: Any) -> Any:
@@ -82,7 +82,7 @@ def check_writable(root: Path) -> None:
         raise InitlabError(f"results folder {root}: cannot write in {existing} (see --out)")
 
 
-def write_folder(root: Path, name: str, ident: str, files: dict[str, str]) -> Path:
+def write_folder(root: Path, name: str, ident: str, files: dict[str, str] | dict[str, str | bytes]) -> Path:
     """Write ``files`` into a new ``root/name/ident[-k]`` folder, atomically; return it."""
     parent = root / name
     check_writable(parent)
@@ -93,7 +93,10 @@ def write_folder(root: Path, name: str, ident: str, files: dict[str, str]) -> Pa
     stage = Path(tempfile.mkdtemp(prefix=f".{ident}.", suffix=".tmp", dir=parent))
     try:
         for filename, text in files.items():
-            (stage / filename).write_text(text, encoding="utf-8")
+            if isinstance(text, bytes):  # figures
+                (stage / filename).write_bytes(text)
+            else:
+                (stage / filename).write_text(text, encoding="utf-8")
         return _rename_unique(stage, parent, ident)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -123,9 +126,38 @@ def study_files(config: Config, layers: pd.DataFrame, summary: dict[str, Any], m
     }
 
 
-def save_run(result: Result, root: Path, argv: Sequence[str]) -> Path:
-    """Save a :class:`~initlab.runner.Result` under ``root``; return its folder."""
+def save_run(
+    result: Result, root: Path, argv: Sequence[str], extra: dict[str, str | bytes] | None = None
+) -> Path:
+    """Save a :class:`~initlab.runner.Result` (and ``extra`` files, replacing any of the same name)
+    under ``root``; return its folder."""
     meta = {**result.meta, "argv": list(argv), "git_commit": git_commit()}
     started = datetime.fromisoformat(meta["started"])
-    files = study_files(result.config, result.layers, result.summary, meta)
+    files: dict[str, str | bytes] = {**study_files(result.config, result.layers, result.summary, meta), **(extra or {})}
     return write_folder(root, result.config.name, run_id(started, result.config.seed), files)
+
+
+def study_extra_files(study: SeedStudy) -> dict[str, str | bytes]:
+    """What ``initlab run`` writes beside :func:`study_files`: the plots, the histogram and, with
+    several seeds, the tidy per-seed layers.csv, the median trace and the seeds' summary."""
+    from initlab import plots
+
+    files: dict[str, str | bytes] = {f"std.{fmt}": data for fmt, data in plots.figure_files(
+        plots.study_figure(study)).items()}
+    histogram = study.histogram
+    if histogram is not None and len(histogram):
+        config = study.config
+        seeds = f"seed {config.seed}" if len(study.runs) == 1 else f"{len(study.runs)} seeds, counts added"
+        title = (f"{config.name}: |x| of block outputs by layer\n"
+                 f"depth {config.model.depth}, width {config.model.width}, {seeds}")
+        files["histogram.png"] = plots.figure_files(plots.histogram_figure(histogram, title), ["png"])["png"]
+        files["histogram.csv"] = csv_text(histogram)
+    if len(study.runs) > 1:
+        files |= {"layers.csv": csv_text(study.layers), "traces.csv": csv_text(study.traces),
+                  "summary.json": to_json(study.summary)}
+    return files
+
+
+def save_study(study: SeedStudy, root: Path, argv: Sequence[str]) -> Path:
+    """Save an ``initlab run`` study (one seed or several) under ``root``; return its folder."""
+    return save_run(study.runs[0], root, argv, study_extra_files(study))

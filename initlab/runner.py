@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -16,12 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from initlab import __version__, devices
 from initlab.config import Config
+from initlab.errors import InitlabError
 from initlab.model import ConstructionDraws, build, draw_input, probe_targets
-from initlab.probes import ForwardProbe, Record, statistics_for
+from initlab.probes import ForwardProbe, Record, histogram_edges, statistics_for
 from initlab.regimes import Trace, Verdict, judge
 from initlab.theory import Prediction, input_second_moment, predict
 
@@ -40,6 +43,7 @@ class Result:
     verdict: Verdict
     meta: dict[str, Any] = field(default_factory=dict)
     theory: Prediction | None = None  # the mean-field prediction (initlab.theory)
+    histogram: pd.DataFrame | None = None  # tidy: layer, site, bin_low, bin_high, count (see histogram_table)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -73,6 +77,8 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     devices.check_memory(config, placement)
     with devices.matmul_precision(config.precision):
         records, timings = _forward(config, placement, draws)
+    histogram = histogram_table([r for r in records if r["stat"] == "histogram"])
+    records = [r for r in records if r["stat"] != "histogram"]
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
     table = layer_table(pd.DataFrame.from_records([r for r in records if r["site"] != "input"]), config.model.depth)
     prediction = predict(config, input_second_moment(config.data))
@@ -80,7 +86,7 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     verdict = judge(trace_of(table, input_std, config.model.width), config.verdict, prediction, largest)
     meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
     table = with_theory(table, prediction)
-    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction)
+    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction, histogram)
 
 
 def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None) -> Trace:
@@ -107,6 +113,29 @@ def with_theory(table: pd.DataFrame, prediction: Prediction) -> pd.DataFrame:
     return out
 
 
+def histogram_table(records: list[Record]) -> pd.DataFrame:
+    """Tidy histogram rows (layer, site, bin_low, bin_high, count) from the histogram records.
+
+    Only the bins between the lowest and the highest occupied power-of-two bin of any layer
+    are kept (every layer has the same bins, so the table pivots into the figure's matrix),
+    plus the zero bin (``bin_low`` 0) and the non-finite bin (empty ``bin_low``/``bin_high``)
+    where any layer has such values.
+    """
+    low, high = histogram_edges()
+    counts = np.stack([r["value"] for r in records]) if records else np.zeros((0, len(low)))
+    occupied = np.flatnonzero(counts[:, 1:-1].sum(axis=0)) + 1
+    bins = list(range(occupied[0], occupied[-1] + 1)) if occupied.size else []
+    bins = [0] * bool(counts[:, 0].any()) + bins + [len(low) - 1] * bool(counts[:, -1].any())
+    rows = len(records) * len(bins)
+    table: pd.DataFrame = pd.DataFrame({
+        "layer": np.repeat([r["layer"] for r in records], len(bins)).astype("int64"),
+        "site": np.repeat([r["site"] for r in records], len(bins)).astype(object),
+        "bin_low": np.tile(low[bins], len(records)), "bin_high": np.tile(high[bins], len(records)),
+        "count": counts[:, bins].reshape(rows).astype("int64"),
+    })
+    return table
+
+
 def _forward(
     config: Config, placement: devices.Placement, draws: ConstructionDraws | None
 ) -> tuple[list[Record], dict[str, float]]:
@@ -126,6 +155,7 @@ def _forward(
 
     activation = config.model.activation
     sites = {site: statistics_for(site, activation) for site in ("pre", "post")}
+    sites["post"] += statistics_for("post", activation, ["histogram"])  # the forward signal's picture
     sites |= {"weight": statistics_for("weight", activation, ["weight_moments"])}
     sites |= {"input": statistics_for("input", activation, ["moments"])}
     network: nn.Module = model
@@ -162,3 +192,81 @@ def _meta(config: Config, started: datetime, timings: dict[str, float]) -> dict[
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "timings": timings,
     }
+
+
+# ---------------------------------------------------------------- seeds
+
+
+@dataclass(frozen=True)
+class SeedStudy:
+    """One study over seeds S..S+N-1: every seed's result, the median trace, its verdict.
+
+    The median trace and band are :func:`initlab.compare.median_traces` (a non-finite output
+    counts as +inf, so the median goes non-finite where at least half of the seeds do) and
+    the verdict is that of the median trace, as for a cell of ``initlab compare``.
+    """
+
+    runs: tuple[Result, ...]  # one per seed, in seed order
+    layers: pd.DataFrame  # tidy: seed, then every seed's layers.csv columns
+    traces: pd.DataFrame  # per layer: median, low, high (min/max of the finite stds), seeds
+    verdict: Verdict  # of the median trace
+    agree: int  # seeds whose own verdict is the median trace's
+
+    @property
+    def config(self) -> Config:
+        """The first seed's config."""
+        return self.runs[0].config
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.config.seed for r in self.runs]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The median trace's verdict and figures, the seeds and how many agree (summary.json)."""
+        if len(self.runs) == 1:
+            return self.runs[0].summary
+        return {"name": self.config.name, "seeds": self.seeds, **self.verdict.as_dict(), "agree": self.agree,
+                "seed_regimes": [r.verdict.regime for r in self.runs]}
+
+    @property
+    def histogram(self) -> pd.DataFrame | None:
+        """Every seed's histogram counts added up (the bins are fixed, so they add exactly)."""
+        if any(r.histogram is None for r in self.runs):
+            return None
+        tables = [r.histogram for r in self.runs if r.histogram is not None]
+        counts = pd.concat(tables).groupby(["layer", "site", "bin_low", "bin_high"], sort=False, dropna=False)
+        total: pd.DataFrame = counts["count"].sum().reset_index()
+        ordered: pd.DataFrame = total.sort_values(["layer", "bin_low"], na_position="last", ignore_index=True)
+        return ordered
+
+
+def run_seeds(config: Config, seeds: int, progress: Callable[[int, int], None] | None = None) -> SeedStudy:
+    """Run ``config`` with seeds ``config.seed`` .. ``config.seed + seeds - 1``; nothing is printed or written."""
+    from initlab.compare import CELL_KEYS, median_traces, median_verdict
+
+    if seeds < 1:
+        raise InitlabError(f"--seeds {seeds}: need at least 1")
+    raw = config.model_dump(mode="json")
+    try:  # every seed's config is checked before any runs
+        configs = [config] + [Config.model_validate({**raw, "seed": config.seed + i}) for i in range(1, seeds)]
+    except ValidationError as err:
+        last = config.seed + seeds - 1
+        raise InitlabError(f"--seeds {seeds}: seed {last} is not a valid seed ({err.errors()[0]['msg']})") from None
+    runs = []
+    for i, seeded in enumerate(configs):
+        runs.append(run(seeded))
+        if progress is not None:
+            progress(i + 1, seeds)
+    layers = pd.concat([r.layers.assign(seed=r.config.seed) for r in runs], ignore_index=True)
+    layers = layers[["seed", *runs[0].layers.columns]]
+    cell = dict(zip(CELL_KEYS, cell_key(config), strict=True))
+    traces = median_traces(layers.assign(**cell)).drop(columns=CELL_KEYS)
+    verdict = median_verdict(traces, [r.summary for r in runs], config.model.width, config.verdict)
+    agree = sum(r.verdict.regime == verdict.regime for r in runs)
+    return SeedStudy(tuple(runs), layers, traces, verdict, agree)
+
+
+def cell_key(config: Config) -> tuple[str, str, int, int]:
+    """The study as a cell of a comparison: (scheme, activation, depth, width); the scheme is the config's name."""
+    return (config.name, config.model.activation.label(), config.model.depth, config.model.width)

@@ -485,8 +485,21 @@ def finite_width_log_std(widths: Sequence[int], kurtosis: float = 5.0) -> tuple[
 
 
 def _truncated_normal(mean: float, std: float, a: float, b: float) -> tuple[float, float]:
-    """Mean and variance of N(mean, std²) truncated to [a, b] (torch's ``trunc_normal_``)."""
+    """Mean and variance of N(mean, std²) truncated to [a, b] (torch's ``trunc_normal_``).
+
+    The closed form (Johnson, Kotz & Balakrishnan 1994, ch. 13) cancels catastrophically when
+    [a, b] is narrow against ``std`` (the uniform limit); there the moments come from
+    Gauss–Legendre quadrature of the density over the short standardised interval instead.
+    """
     alpha, beta = (a - mean) / std, (b - mean) / std
+    if beta - alpha < 0.5:
+        centre, half = (alpha + beta) / 2.0, (beta - alpha) / 2.0
+        nodes, weights = np.polynomial.legendre.leggauss(32)
+        u = half * nodes  # z - centre
+        nearest = min(max(0.0, alpha), beta)  # the interval's point of highest density
+        w = weights * np.exp(-0.5 * ((centre + u) ** 2 - nearest**2))
+        shift = float(np.dot(w, u) / w.sum())
+        return mean + std * (centre + shift), std * std * float(np.dot(w, (u - shift) ** 2) / w.sum())
     pdf = [math.exp(-0.5 * v * v) / math.sqrt(2.0 * math.pi) for v in (alpha, beta)]
     mass = 0.5 * (math.erf(beta / math.sqrt(2.0)) - math.erf(alpha / math.sqrt(2.0)))
     shift = (pdf[0] - pdf[1]) / mass

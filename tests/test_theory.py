@@ -400,3 +400,21 @@ def test_phase_diagram_regions_agree_with_chi1_and_its_svg_is_reproducible() -> 
             expected = {"ordered": -1, "critical": 0, "chaotic": 1}[fine]
             assert diagram.phase[i, j] == expected
     assert phase_plot_files(diagram)["svg"] == phase_plot_files(diagram)["svg"]
+
+
+@pytest.mark.parametrize(("mean", "std", "a", "b"), [(0.0, 1e36, -2.0, 2.0), (0.0, 1.0, -0.2, 0.2), (0.5, 1.0, -0.1, 0.3),
+                                                    (0.0, 1.0, -2.0, -1.6), (0.0, 0.5, -2.0, 2.0)])
+def test_truncated_normal_moments_hold_in_the_uniform_limit(mean: float, std: float, a: float, b: float) -> None:
+    """A narrow [a, b] against std cancels in the closed form; scipy (or the uniform limit) is the reference."""
+    from scipy import stats
+
+    from initlab.theory import _truncated_normal
+
+    got_mean, got_var = _truncated_normal(mean, std, a, b)
+    if std > 1e6:  # beyond scipy's range: the uniform limit U(a, b)
+        want_mean, want_var = (a + b) / 2, (b - a) ** 2 / 12
+    else:
+        dist = stats.truncnorm((a - mean) / std, (b - mean) / std, loc=mean, scale=std)
+        want_mean, want_var = float(dist.mean()), float(dist.var())
+    assert got_mean == pytest.approx(want_mean, abs=1e-12)
+    assert got_var == pytest.approx(want_var, rel=1e-10)
