@@ -198,8 +198,9 @@ def check_size(lengths: Sequence[int], seeds: int, max_runs: int) -> None:
     for length in lengths:
         count *= length
     if count > max_runs:
-        shape = " x ".join(f"{n} {axis}" for n, axis in zip([*lengths, seeds], [
-            "schemes", "activations", "depths", "widths", "seeds"], strict=True))
+        names = ["scheme", "activation", "depth", "width", "seed"]
+        shape = " x ".join(f"{n:,} {axis}{'s' if n != 1 else ''}"
+                           for n, axis in zip([*lengths, seeds], names, strict=True) if n != 1 or axis == "scheme")
         raise InitlabError(f"the sweep has {count:,} cell runs ({shape}), more than --max-runs {max_runs:,}; "
                            f"give --max-runs {count} to run it anyway")
 
