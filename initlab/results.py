@@ -245,8 +245,8 @@ class FolderLock:
 
     def _busy(self, seen: str | None) -> str:
         holder = _holder(seen or "")
-        who = f"pid {holder[0]} on {holder[1]}" if holder else "another process"
-        return (f"{self.path.parent} is in use by initlab {who} (lock file {self.path}); wait for it to finish, "
+        who = f"initlab pid {holder[0]} on {holder[1]}" if holder else "another process"
+        return (f"{self.path.parent} is in use by {who} (lock file {self.path}); wait for it to finish, "
                 "or delete the lock file if that process is gone")
 
     def __enter__(self) -> FolderLock:

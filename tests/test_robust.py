@@ -339,3 +339,24 @@ def test_dash_h_is_help_on_every_command(command: list[str]) -> None:
 def test_shell_completion_is_offered() -> None:
     code, out, _ = invoke("--help")
     assert code == 0 and "--install-completion" in out and "--show-completion" in out
+
+
+def test_taking_over_a_stale_lock_never_removes_a_fresh_one(tmp_path: Path) -> None:
+    from initlab.results import _take_over
+
+    lock = tmp_path / results.LOCK_NAME
+    fresh = json.dumps({"pid": os.getpid(), "host": "here"})
+    lock.write_text(fresh)  # another process took the lock since this one judged it stale
+    _take_over(lock, json.dumps({"pid": 999999999, "host": "here"}))
+    assert lock.read_text() == fresh and [p.name for p in tmp_path.iterdir()] == [results.LOCK_NAME]
+
+
+def test_an_empty_lock_is_held_for_a_moment_then_stale(tmp_path: Path) -> None:
+    lock = tmp_path / results.LOCK_NAME
+    lock.write_text("")  # a process between creating its lock and writing it
+    with pytest.raises(compare.InitlabError, match="in use by another process"):
+        results.FolderLock(tmp_path).acquire()
+    os.utime(lock, (0, 0))  # long ago: that process died in between
+    with results.FolderLock(tmp_path) as taken:
+        assert taken.held and json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
