@@ -1,14 +1,21 @@
-"""The frozen, strict pydantic base every config model derives from, and choice errors."""
+"""The frozen pydantic base every config model derives from, tagged registries, and how a
+wrong name is phrased (one function, for keys, schemes, activations and every other choice)."""
 
 from __future__ import annotations
 
 import difflib
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, ValidatorFunctionWrapHandler, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, field_validator
+from pydantic_core import PydanticCustomError
+
+#: The largest magnitude a config float may have. Values reach torch as float32 scalars
+#: (a uniform range, a fill value, an activation's parameter) and products of them (a
+#: gain times a bound), which overflow near 3.4e38; no study needs more than this.
+LIMIT = 1e30
 
 
 def suggest(given: str, valid: Iterable[str]) -> str:
@@ -17,43 +24,67 @@ def suggest(given: str, valid: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def unknown(kind: str, given: object, valid: Iterable[str]) -> str:
+    """``unknown scheme 'xavir'; did you mean 'xavier'? valid: ...``: how every wrong name reads."""
+    names = sorted(set(valid))
+    return f"unknown {kind} {given!r}{suggest(str(given), names) or ';'} valid: {', '.join(names)}"
+
+
 def _escape(message: str) -> str:
     """Pydantic formats custom messages with str.format; keep user text literal."""
     return message.replace("{", "{{").replace("}", "}}")
 
 
 def unknown_choice(kind: str, given: object, valid: Iterable[str], key: str) -> PydanticCustomError:
-    """A validation error for a name that is not registered, listing the valid ones.
+    """A validation error for a name that is not one of ``valid``.
 
     ``key`` is the mapping key that holds the name, so reports can point at its line.
     """
-    names = sorted(valid)
-    message = f"unknown {kind} {given!r}{suggest(str(given), names) or ';'} valid: {', '.join(names)}"
-    return PydanticCustomError("unknown_choice", _escape(message), {"given": str(given), "key": key})
+    return PydanticCustomError("unknown_choice", _escape(unknown(kind, given, valid)), {"key": key})
 
 
-def tagged_choice(
-    kind: str, tag: str, base: type[BaseModel], registry: Mapping[str, type[BaseModel]], aliases: Mapping[str, str]
-) -> Callable[[Any], Any]:
-    """A before-validator for a registry of models tagged by ``tag``.
+@dataclass(frozen=True, eq=False, repr=False)
+class Choice:
+    """A registry of models told apart by one key (``scheme``, ``name``, ``distribution``).
 
-    It accepts a bare name or a mapping, resolves aliases, and rejects an unknown name
-    with the valid ones listed (before pydantic's own, terser, union error).
+    Used as the before-validator of their discriminated union: it accepts a bare name or
+    a mapping, resolves aliases, fills in ``default`` when the key is absent, and rejects
+    an unknown name listing the valid ones, aliases included.
     """
 
-    def normalise(value: Any) -> Any:
-        if isinstance(value, base):
+    kind: str
+    tag: str
+    registry: Mapping[str, type[BaseModel]]
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    default: str | None = None
+
+    def __repr__(self) -> str:  # pydantic titles errors with it
+        return f"{self.kind} name"
+
+    def names(self) -> list[str]:
+        """Every name a user may write: registered names and aliases."""
+        return sorted({*self.registry, *self.aliases})
+
+    def model(self, value: Any) -> type[BaseModel] | None:
+        """The model a bare name or a mapping selects, or None when it selects none."""
+        if isinstance(value, dict):
+            value = value.get(self.tag, self.default)
+        return self.registry.get(self.aliases.get(value, value)) if isinstance(value, str) else None
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, BaseModel):
             return value
         if isinstance(value, str):
-            value = {tag: value}
-        if isinstance(value, dict) and tag in value:
-            name = aliases.get(str(value[tag]), value[tag])
-            if name not in registry:
-                raise unknown_choice(kind, value[tag], registry, tag)
-            value = {**value, tag: name}
-        return value
-
-    return normalise
+            value = {self.tag: value}
+        if not isinstance(value, dict):
+            raise PydanticCustomError("value_error", _escape(f"expected a name, or a mapping with {self.tag!r}"))
+        if self.tag not in value and self.default is None:
+            message = f"no {self.tag!r}: name the {self.kind}, one of: {', '.join(self.names())}"
+            raise PydanticCustomError("conflict", _escape(message))
+        cls = self.model(value)
+        if cls is None:
+            raise unknown_choice(self.kind, value[self.tag], self.names(), self.tag)
+        return {**value, self.tag: cls.model_fields[self.tag].default}
 
 
 @functools.cache
@@ -66,55 +97,15 @@ def validate_as(target: Any, value: Any) -> Any:
     return _adapter(target).validate_python(value)
 
 
-def _unknown_key(key: str, allowed: set[str], value: Any) -> InitErrorDetails:
-    hint = suggest(str(key), allowed) or ";"
-    message = f"unknown key {key!r}{hint} allowed: {', '.join(sorted(allowed))}"
-    return InitErrorDetails(
-        type=PydanticCustomError("unknown_key", _escape(message), {"key": key}), loc=(key,), input=value
-    )
-
-
-def _as_details(error: Any) -> InitErrorDetails:
-    return InitErrorDetails(
-        type=PydanticCustomError(error["type"], _escape(error["msg"]), error.get("ctx")),
-        loc=error["loc"],
-        input=error.get("input"),
-    )
-
-
 class Frozen(BaseModel):
-    """Immutable; every unknown key is an error that suggests the closest valid one.
-
-    Unknown keys are reported together with the other errors of the same model, so a
-    typo does not hide a wrong value next to it.
-    """
+    """Immutable; unknown keys are errors (pydantic's ``extra="forbid"``, reported with the
+    other errors of the same mapping); floats are finite and within ±:data:`LIMIT`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
+    @field_validator("*", mode="after")
     @classmethod
-    def _accepted_keys(cls, data: dict[str, Any]) -> set[str]:
-        """Keys this model takes from a mapping (subclasses with flat arguments widen it)."""
-        return set(cls.model_fields)
-
-    @classmethod
-    def _reshape(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """Turn the user's mapping into the model's fields (identity by default)."""
-        return data
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _check_keys(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        if not isinstance(data, dict):
-            return handler(data)
-        allowed = cls._accepted_keys(data)
-        errors = [_unknown_key(k, allowed, v) for k, v in data.items() if k not in allowed]
-        known = {k: v for k, v in data.items() if k in allowed}
-        try:
-            result = handler(cls._reshape(known))
-        except ValidationError as err:
-            if not errors:
-                raise
-            errors += [_as_details(e) for e in err.errors()]
-        if errors:
-            raise ValidationError.from_exception_data(cls.__name__, errors)
-        return result
+    def _bounded(cls, value: Any) -> Any:
+        if isinstance(value, float) and abs(value) > LIMIT:
+            raise ValueError(f"must lie within ±{LIMIT:g}: larger values overflow float32 in torch")
+        return value

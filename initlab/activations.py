@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, PositiveFloat
 
-from initlab._pydantic import Frozen, tagged_choice, validate_as
+from initlab._pydantic import Choice, Frozen, validate_as
 
 if TYPE_CHECKING:
     import torch
@@ -191,7 +191,7 @@ REGISTRY: dict[str, type[Activation]] = {
 ActivationConfig = Annotated[
     Union[Linear, Tanh, Sigmoid, ReLU, LeakyReLU, ELU, SELU, GELU, SiLU, Mish, Softplus],  # noqa: UP007
     Field(discriminator="name"),
-    BeforeValidator(tagged_choice("activation", "name", Activation, REGISTRY, ALIASES)),
+    BeforeValidator(Choice("activation", "name", REGISTRY, ALIASES)),
 ]
 
 

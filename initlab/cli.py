@@ -6,6 +6,7 @@ Heavy modules (torch, pandas, the runner) are imported inside the commands so th
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -13,14 +14,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from initlab.limits import MAX_RUNS, MAX_SEED
+from initlab.limits import MAX_RUNS, check_seeds
 
 if TYPE_CHECKING:
     from initlab.compare import SweepFolder
+    from initlab.config import Override
 
 app = typer.Typer(
     name="initlab",
@@ -70,11 +72,20 @@ DevicesOption = Annotated[
 ]
 
 
-def device_overrides(device: str | None, devices: str | None) -> list[str]:
-    """``--device`` / ``--devices`` as config overrides, so precedence is resolved in one place."""
-    out = [f"device={device}"] if device is not None else []
+def device_overrides(device: str | None, devices: str | None) -> list[Override]:
+    """``--device`` / ``--devices`` as typed config overrides, so precedence is resolved in one place."""
+    from initlab.config import Override
+    from initlab.errors import InitlabError
+
+    out = [Override(("device",), device, f"--device {device!r}")] if device is not None else []
     if devices is not None:
-        out += [f"data_parallel.device_ids=[{devices}]"] + ([] if device is not None else ["device=cuda"])
+        source = f"--devices {devices!r}"
+        ids = [part.strip() for part in devices.split(",")]
+        if not all(part.isdecimal() for part in ids):
+            raise InitlabError(f"{source}: expected CUDA device ids separated by commas, e.g. 0,1")
+        out.append(Override(("data_parallel", "device_ids"), [int(part) for part in ids], source))
+        if device is None:
+            out.append(Override(("device",), "cuda", source))
     return out
 
 
@@ -195,7 +206,7 @@ def gain(
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="One table for every registered activation.")] = False,
     samples: Annotated[int, typer.Option("--samples", min=3, help="Samples of the std-ratio estimate.")] = 1_000_000,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the std-ratio samples.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the std-ratio samples (up to 2**64-1).")] = 0,
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -209,6 +220,7 @@ def gain(
             raise InitlabError("give one ACTIVATION or --all (valid: " + ", ".join(activations.names()) + ")")
         if all_ and param:
             raise InitlabError("--param applies to one ACTIVATION, not --all")
+        check_seeds(seed, 1, "--seed")
         if activation is not None:
             chosen = [parse_cli_choice("activation", {"name": activation, **_parse_params(param or [])}, "gain")]
         else:
@@ -263,9 +275,7 @@ def compare(
     activation: Annotated[
         str | None, typer.Option("--activation", help=_BASE + "activation, e.g. tanh or leaky_relu:negative_slope=0.2.")
     ] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", min=0, max=MAX_SEED, help=_BASE + "seed; --seeds N uses S..S+N-1.")
-    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help=_BASE + "seed; --seeds N uses S..S+N-1.")] = None,
     seeds: Annotated[
         int, typer.Option("--seeds", min=1, help="Seeds per cell; a cell shows its median trace's verdict.")
     ] = 1,
@@ -330,6 +340,105 @@ def compare(
             report.print_compare(Console(), comparison, chosen, where)
         if comparison.failed:
             raise typer.Exit(1)
+
+
+@app.command()
+def theory(
+    activation: Annotated[str, typer.Argument(help="Activation name, e.g. tanh, relu, selu.", show_default=False)],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Activation parameter as name=value (repeatable).")
+    ] = None,
+    sw2: Annotated[
+        float | None, typer.Option("--sw2", help="σw² = Var(W_ij)·fan_in. [default: 1]", show_default=False)
+    ] = None,
+    sb2: Annotated[float | None, typer.Option("--sb2", help="σb² = Var(b_i). [default: 0]", show_default=False)] = None,
+    depth: Annotated[int, typer.Option("--depth", min=1, max=100_000, help="Layers of the per-layer prediction.")] = 10,
+    q0: Annotated[
+        float, typer.Option("--q0", help="q_0, the first pre-activation second moment.")
+    ] = 1.0,
+    critical: Annotated[
+        bool, typer.Option("--critical", help="The edge of chaos: σw² for the given --sb2, or σb² for the given --sw2.")
+    ] = False,
+    phase: Annotated[bool, typer.Option("--phase", help="Draw the σw² × σb² phase diagram (PNG and SVG).")] = False,
+    sw2_max: Annotated[float, typer.Option("--sw2-max", help="Phase diagram: top σw².")] = 4.0,
+    sb2_max: Annotated[float, typer.Option("--sb2-max", help="Phase diagram: top σb².")] = 0.5,
+    out: Annotated[Path, typer.Option("--out", help="Folder the phase diagram is written to.")] = Path("results"),
+    json_output: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Mean-field theory of a deep random MLP: q*, χ₁, c*, ξ_q, ξ_c, phase, per-layer prediction."""
+    with user_errors(debug):
+        from initlab.config import parse_cli_choice
+        from initlab.errors import InitlabError
+
+        act = parse_cli_choice("activation", {"name": activation, **_parse_params(param or [])}, "theory")
+        numbers = {"--sw2": sw2, "--sb2": sb2, "--q0": q0, "--sw2-max": sw2_max, "--sb2-max": sb2_max}
+        for option, number in numbers.items():
+            positive = option in ("--q0", "--sw2-max", "--sb2-max")
+            if number is not None and not (math.isfinite(number) and (number > 0 if positive else number >= 0)):
+                raise InitlabError(f"{option}: must be a finite number {'> 0' if positive else '>= 0'}, got {number}")
+        if critical and phase:
+            raise InitlabError("--critical and --phase are separate questions: give one")
+        if phase:
+            _theory_phase(act, sw2_max, sb2_max, out, json_output)
+        elif critical:
+            _theory_critical(act, sw2, sb2, q0, json_output)
+        else:
+            _theory_point(act, 1.0 if sw2 is None else sw2, 0.0 if sb2 is None else sb2, q0, depth, json_output)
+
+
+def _theory_point(act: Any, sw2: float, sb2: float, q0: float, depth: int, json_output: bool) -> None:
+    from initlab import report_theory as render
+    from initlab import theory as mf
+
+    at = mf.point(act, sw2, sb2, q0)
+    layers = mf.trajectory(act, q0, [sw2] * depth, sb2)
+    typer.echo((render.point_json if json_output else render.point_text)(act.label(), at, layers), nl=False)
+
+
+def _theory_critical(act: Any, sw2: float | None, sb2: float | None, q0: float, json_output: bool) -> None:
+    from initlab import report_theory as render
+    from initlab import theory as mf
+    from initlab.errors import InitlabError
+
+    if sw2 is not None and sb2 is not None:
+        raise InitlabError("--critical takes one of --sw2 (to find σb²) or --sb2 (to find σw²), not both")
+    found: float | None
+    w2: float | None
+    b2: float | None
+    if sw2 is None:
+        given, value = "σb²", 0.0 if sb2 is None else sb2
+        found = mf.critical_sigma_w2(act, value, q0)
+        w2, b2 = found, value
+    else:
+        given, value = "σw²", sw2
+        found = mf.critical_sigma_b2(act, value, q0)
+        w2, b2 = value, found
+    at = mf.point(act, w2, b2, q0) if w2 is not None and b2 is not None else None
+    if json_output:
+        typer.echo(render.critical_json(act.label(), w2, b2, at), nl=False)
+    else:
+        typer.echo(render.critical_text(act.label(), given, value, found, at), nl=False)
+
+
+def _theory_phase(act: Any, sw2_max: float, sb2_max: float, out: Path, json_output: bool) -> None:
+    import numpy as np
+
+    from initlab import report_theory as render
+    from initlab import theory as mf
+    from initlab.phase_plot import phase_plot_files
+    from initlab.results import check_writable
+
+    check_writable(out)
+    diagram = mf.phase_diagram(act, np.linspace(sw2_max / 60, sw2_max, 60), np.linspace(0.0, sb2_max, 41))
+    stem = "theory-phase-" + "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in act.label()).strip("-")
+    files = []
+    out.mkdir(parents=True, exist_ok=True)
+    for fmt, data in phase_plot_files(diagram).items():
+        path = out / f"{stem}.{fmt}"
+        path.write_bytes(data)
+        files.append(path)
+    typer.echo((render.phase_json if json_output else render.phase_text)(diagram, files), nl=False)
 
 
 @contextmanager

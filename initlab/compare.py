@@ -41,6 +41,7 @@ from initlab import __version__
 from initlab.activations import Activation
 from initlab.config import (
     Config,
+    Override,
     VerdictConfig,
     format_errors,
     load_config,
@@ -50,7 +51,7 @@ from initlab.config import (
 )
 from initlab.errors import InitlabError
 from initlab.limits import MAX_RUNS, check_seeds
-from initlab.regimes import classify
+from initlab.regimes import Trace, classify, with_theory
 from initlab.results import FolderLock, csv_text, git_commit, run_id, to_json, write_folder
 from initlab.schemes import Scheme
 from initlab.schemes import names as scheme_names
@@ -117,13 +118,16 @@ def parse_activations(text: str, option: str = "--activations") -> list[Activati
     return [parse_cli_choice("activation", spec, option) for spec in _spec_dicts(text, option, "name")]
 
 
-def activation_overrides(text: str, option: str = "--activation") -> list[str]:
+def activation_overrides(text: str, option: str = "--activation") -> list[Override]:
     """Config overrides that set ``model.activation`` to one spec (arguments kept as written)."""
     specs = split_specs(text, option)
     if len(specs) != 1:
         raise InitlabError(f"{option} {text!r}: expected one activation")
     name, args = specs[0]
-    return [f"model.activation.name={name}"] + [f"model.activation.{key}={value}" for key, value in args]
+    source = f"{option} {text!r}"
+    return [Override(("model", "activation", "name"), name, source, name)] + [
+        Override(("model", "activation", key), parse_value(value), source, value) for key, value in args
+    ]
 
 
 def base_config(
@@ -135,22 +139,21 @@ def base_config(
     bias: bool | None = None,
     activation: str | None = None,
     seed: int | None = None,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str | Override] = (),
 ) -> Config:
     """The base network: ``path`` (or the classic study's defaults, named ``compare``) with the given
     fields and ``overrides`` (``device=cuda``, say) applied through :func:`initlab.config.load_config`,
-    so precedence lives in one place."""
-    overrides = [*([] if path is not None else ["name=compare"]), *overrides]
-    for key, value in (("model.depth", depth), ("model.width", width), ("data.batch_size", batch_size),
-                       ("seed", seed)):
+    so precedence lives in one place; errors name the option (``--seed 5``)."""
+    typed = [*([] if path is not None else [Override(("name",), "compare", "the default name")]), *overrides]
+    for option, key, value in (("--depth", ("model", "depth"), depth), ("--width", ("model", "width"), width),
+                               ("--batch-size", ("data", "batch_size"), batch_size), ("--seed", ("seed",), seed)):
         if value is not None:
-            overrides.append(f"{key}={value}")
+            typed.append(Override(key, value, f"{option} {value}"))
     if bias is not None:
-        overrides.append(f"model.bias={str(bias).lower()}")
+        typed.append(Override(("model", "bias"), bias, "--bias" if bias else "--no-bias"))
     if activation is not None:
-        parse_activations(activation, "--activation")  # errors name the option, not an override
-        overrides += activation_overrides(activation)
-    return load_config(path, overrides)
+        typed += activation_overrides(activation)
+    return load_config(path, typed)
 
 
 def plan_from_options(
@@ -167,7 +170,7 @@ def plan_from_options(
     seeds: int = 1,
     depths: str | None = None,
     widths: str | None = None,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str | Override] = (),
     max_runs: int = MAX_RUNS,
 ) -> Plan:
     """The plan of ``initlab compare`` from its options as typed, every check made before any run.
@@ -545,31 +548,37 @@ def _merged_columns(orders: Sequence[list[str]], skip: Sequence[str]) -> list[st
 def median_traces(layers: pd.DataFrame) -> pd.DataFrame:
     """Per cell and layer: the median std over seeds (non-finite as +inf), and the range of the finite ones."""
     bad = (layers["nonfinite"] > 0) | ~np.isfinite(layers["std"].astype("float64"))
-    frame = layers[CELL_KEYS + ["seed", "layer"]].assign(
+    if "pre_nonfinite" in layers.columns:  # an overflow a bounded activation hides is still one
+        bad |= layers["pre_nonfinite"].fillna(0) > 0
+    fractions = [c for c in ("saturated", "dead") if c in layers.columns]
+    frame = layers[CELL_KEYS + ["seed", "layer", *fractions]].assign(
         as_inf=layers["std"].where(~bad, np.inf).astype("float64"),
         finite=layers["std"].where(~bad).astype("float64"),
     )
     grouped = frame.groupby(CELL_KEYS + ["layer"], sort=False)
     out = pd.DataFrame({
         "median": grouped["as_inf"].median(), "low": grouped["finite"].min(), "high": grouped["finite"].max(),
-        "seeds": grouped["seed"].count(),
+        "seeds": grouped["seed"].count(), **{c: grouped[c].median() for c in fractions},
     })
     flat: pd.DataFrame = out.reset_index()
     return flat
 
 
-_SUMMARY_FIGURES = ["nonfinite", "first_nonfinite_layer", "first_zero_layer", "first_std", "last_std", "ratio",
-                    "growth_per_layer", "trend_t", "reason"]
+_SUMMARY_FIGURES = ["nonfinite", "first_nonfinite_layer", "nonfinite_site", "first_zero_layer", "input_std",
+                    "first_std", "last_std", "last_finite_layer", "ratio", "decades", "growth_per_layer",
+                    "tail_start", "tail_change", "trend_t", "saturated_fraction", "dead_fraction",
+                    "depth_over_width", "ratio_low", "ratio_high", "theory_regime", "theory_ratio",
+                    "theory_agrees", "reason", "notes"]
 
 
 def summarise(
     plan: Plan, ok: Sequence[Outcome], traces: pd.DataFrame, failed: Sequence[dict[str, Any]]
 ) -> pd.DataFrame:
     """One row per cell: status, seed counts, the median trace's verdict and figures, any error."""
-    regimes: dict[tuple[str, str, int, int], list[str]] = {}
+    summaries: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {}
     for outcome in ok:
         assert outcome.summary is not None
-        regimes.setdefault(outcome.run.position, []).append(outcome.summary["regime"])
+        summaries.setdefault(outcome.run.position, []).append(outcome.summary)
     errors: dict[tuple[str, str, int, int], list[str]] = {}
     for entry in failed:
         errors.setdefault((entry["scheme"], entry["activation"], entry["depth"], entry["width"]), []).append(
@@ -579,7 +588,7 @@ def summarise(
     thresholds = {run.position: run.config.verdict for run in plan.runs if run.config is not None}
     planned = len(plan.axes["seeds"])
     rows = [
-        _summary_row(position, planned, regimes.get(position, []), errors.get(position, []),
+        _summary_row(position, planned, summaries.get(position, []), errors.get(position, []),
                      by_cell.get(position), thresholds.get(position))
         for position in plan.positions()
     ]
@@ -589,11 +598,12 @@ def summarise(
 def _summary_row(
     position: tuple[str, str, int, int],
     planned: int,
-    regimes: list[str],
+    summaries: list[dict[str, Any]],
     errors: list[str],
     trace: pd.DataFrame | None,
     thresholds: VerdictConfig | None,
 ) -> dict[str, Any]:
+    regimes = [s["regime"] for s in summaries]
     status: Literal["done", "failed", "missing"] = (
         "failed" if errors else "done" if len(regimes) == planned else "missing"
     )
@@ -601,23 +611,45 @@ def _summary_row(
                            "finished": len(regimes), "failed": len(errors), "regime": None, "agree": None}
     row |= dict.fromkeys(_SUMMARY_FIGURES)
     if trace is not None and regimes and thresholds is not None:
-        median = trace["median"].to_numpy()
-        finite = np.isfinite(median)
-        verdict = classify([float(s) if f else None for s, f in zip(median, finite, strict=True)],
-                           (~finite).astype(int).tolist(), thresholds)
+        verdict = classify(cell_trace(trace, summaries, position[3]), thresholds)
+        if summaries[0].get("theory") is not None:  # the same prediction for every seed of a cell
+            theory = {k: summaries[0][k] for k in ("theory_regime", "theory_ratio")}
+            verdict = with_theory(verdict, theory, summaries[0]["theory"], thresholds)
+        ratios = [s["ratio"] for s in summaries if s.get("ratio") is not None]
+        notes = ([f"{len(summaries)} seeds: ratio {min(ratios):.3g} to {max(ratios):.3g}"] if len(ratios) > 1 else [])
         row |= {k: v for k, v in verdict.as_dict().items() if k in _SUMMARY_FIGURES}
-        row |= {"regime": verdict.regime, "agree": regimes.count(verdict.regime)}
+        row |= {"regime": verdict.regime, "agree": regimes.count(verdict.regime), "notes": "; ".join(
+            [*verdict.notes, *notes]) or None, "ratio_low": min(ratios, default=None),
+            "ratio_high": max(ratios, default=None)}
     row["error"] = errors[0] if errors else None
     return row
+
+
+def cell_trace(trace: pd.DataFrame, summaries: Sequence[dict[str, Any]], width: int) -> Trace:
+    """A cell's median trace as the verdict reads it; the reference is the seeds' median input std."""
+    median = trace["median"].to_numpy()
+    finite = np.isfinite(median)
+    inputs = [s["input_std"] for s in summaries if s.get("input_std") is not None]
+
+    def column(name: str) -> list[float | None]:
+        return [None if np.isnan(v) else float(v) for v in trace[name]] if name in trace.columns else []
+
+    return Trace(std=[float(s) if f else None for s, f in zip(median, finite, strict=True)],
+                 nonfinite=(~finite).astype(int).tolist(), input_std=float(np.median(inputs)) if inputs else None,
+                 saturated=column("saturated"), dead=column("dead"), width=width)
 
 
 def _summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(rows, columns=[*CELL_KEYS, "status", "seeds", "finished", "failed", "regime",
                                                      "agree", *_SUMMARY_FIGURES, "error"])
     # Nullable dtypes so missing figures are empty cells, never "3.0" or "nan".
-    ints = {c: "Int64" for c in ("agree", "first_nonfinite_layer", "first_zero_layer")}
-    floats = {c: "float64" for c in ("first_std", "last_std", "ratio", "growth_per_layer", "trend_t")}
-    typed: pd.DataFrame = frame.astype({**ints, **floats, "nonfinite": "boolean"})
+    ints = {c: "Int64" for c in ("agree", "first_nonfinite_layer", "first_zero_layer", "last_finite_layer",
+                                 "tail_start")}
+    floats = {c: "float64" for c in ("input_std", "first_std", "last_std", "ratio", "decades", "growth_per_layer",
+                                     "tail_change", "trend_t", "saturated_fraction", "dead_fraction",
+                                     "depth_over_width", "ratio_low", "ratio_high")}
+    typed: pd.DataFrame = frame.astype({**ints, **floats, "theory_ratio": "float64", "nonfinite": "boolean",
+                                        "theory_agrees": "boolean"})
     return typed
 
 

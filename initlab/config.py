@@ -7,97 +7,94 @@ and line (or the override) and the dotted field path.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
-import yaml
-from pydantic import AfterValidator, Field, NonNegativeFloat, ValidationError, model_serializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    NonNegativeFloat,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from initlab import activations, schemes
-from initlab._pydantic import Frozen, validate_as
+from initlab import activations, schemes, yamlfile
+from initlab._pydantic import Choice, Frozen, unknown, unknown_choice, validate_as
 from initlab.activations import ActivationConfig, Linear
 from initlab.errors import ConfigError
 from initlab.schemes import Scheme, SchemeConfig, Zeros
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:(?P<index>\d+))?)$")
+_DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+#: torch keeps a device's index in 8 bits: ``cuda:128`` would silently become ``cuda:-128``.
+MAX_DEVICE_INDEX = 127
+#: An integer field takes integers only: not ``1e2``, ``true`` or ``"3"``.
+Int = Annotated[int, Field(strict=True)]
+DeviceIndex = Annotated[int, Field(strict=True, ge=0, le=MAX_DEVICE_INDEX)]
 
 
 def _check_device(value: str) -> str:
-    if not _DEVICE.match(value):
-        raise ValueError(f"unknown device {value!r}; allowed: auto, cpu, cuda, cuda:N")
+    match = _DEVICE.match(value)
+    if not match:
+        raise unknown_choice("device", value, _DEVICES, "device")
+    if match["index"] is not None and int(match["index"]) > MAX_DEVICE_INDEX:
+        raise ValueError(f"a CUDA device index is at most {MAX_DEVICE_INDEX} (torch keeps it in 8 bits)")
     return value
-
-
-def _scheme_keys(data: dict[str, Any], structural: set[str]) -> set[str]:
-    """The keys a flat ``{scheme: ..., <args>, <structural keys>}`` mapping may hold."""
-    cls = schemes.REGISTRY.get(schemes.canonical(str(data.get("scheme", "default"))))
-    return (set(cls.model_fields) if cls is not None else set(data)) | structural
-
-
-def _split_scheme(data: dict[str, Any], structural: set[str]) -> dict[str, Any]:
-    """Gather the scheme and its arguments into ``weight``; keep the structural keys."""
-    weight = {k: v for k, v in data.items() if k not in structural}
-    weight.setdefault("scheme", "default")
-    return {**{k: v for k, v in data.items() if k in structural}, "weight": weight}
-
-
-def _flatten(weight: Scheme, rest: dict[str, Any]) -> dict[str, Any]:
-    return {**weight.model_dump(mode="json"), **rest}
 
 
 class ModelConfig(Frozen):
     """The network: ``depth`` blocks of ``Linear(width, width)`` followed by ``activation``."""
 
-    depth: int = Field(100, ge=1, le=100_000, strict=True, description="number of Linear(+activation) blocks")
-    width: int = Field(256, ge=1, strict=True, description="features in and out of every block")
+    depth: Int = Field(100, ge=1, le=100_000, description="number of Linear(+activation) blocks")
+    width: Int = Field(256, ge=1, description="features in and out of every block")
     activation: ActivationConfig = Field(default_factory=Linear)
     bias: bool = False
 
 
-class LayerInit(Frozen):
-    """A per-layer override of the weight scheme: ``{index: 0, scheme: constant, val: 0.5}``."""
+class _WithScheme(Frozen):
+    """A mapping holding a weight scheme's keys beside its own, as the YAML has it:
+    ``{scheme: constant, val: 0.5, index: 0}``. The scheme's keys are gathered into
+    ``weight`` on the way in and put back beside the others on the way out."""
 
-    index: int = Field(description="block index; negative counts from the end")
     weight: SchemeConfig
 
+    @model_validator(mode="before")
     @classmethod
-    def _accepted_keys(cls, data: dict[str, Any]) -> set[str]:
-        return _scheme_keys(data, {"index"})
+    def _gather(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or isinstance(data.get("weight"), Scheme):
+            return data
+        own = set(cls.model_fields) - {"weight"}
+        scheme = {key: value for key, value in data.items() if key not in own}
+        return {**{k: v for k, v in data.items() if k in own}, "weight": {"scheme": "default", **scheme}}
 
-    @classmethod
-    def _reshape(cls, data: dict[str, Any]) -> dict[str, Any]:
-        return _split_scheme(data, {"index"})
-
-    @model_serializer(mode="plain")
-    def _flat(self) -> dict[str, Any]:
-        return _flatten(self.weight, {"index": self.index})
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        return {**out.pop("weight"), **out}
 
 
-class InitConfig(Frozen):
+class LayerInit(_WithScheme):
+    """A per-layer override of the weight scheme: ``{index: 0, scheme: constant, val: 0.5}``."""
+
+    index: Int = Field(description="block index; negative counts from the end")
+
+
+class InitConfig(_WithScheme):
     """How weights (``scheme`` and its arguments) and biases are initialised."""
 
-    weight: SchemeConfig = Field(default_factory=lambda: schemes.Default())
+    weight: SchemeConfig = Field(default_factory=schemes.Default)
     layers: tuple[LayerInit, ...] = ()
     bias: SchemeConfig = Field(default_factory=Zeros)
-
-    @classmethod
-    def _accepted_keys(cls, data: dict[str, Any]) -> set[str]:
-        return _scheme_keys(data, {"layers", "bias"})
-
-    @classmethod
-    def _reshape(cls, data: dict[str, Any]) -> dict[str, Any]:
-        return _split_scheme(data, {"layers", "bias"})
-
-    @model_serializer(mode="plain")
-    def _flat(self) -> dict[str, Any]:
-        return _flatten(
-            self.weight,
-            {"layers": [layer.model_dump(mode="json") for layer in self.layers],
-             "bias": self.bias.model_dump(mode="json")},
-        )
 
     def scheme_for(self, layer: int, depth: int) -> Scheme:
         """The weight scheme of block ``layer`` (0-based) in a network of ``depth`` blocks."""
@@ -107,47 +104,60 @@ class InitConfig(Frozen):
         return self.weight
 
 
-class DataConfig(Frozen):
-    """The input batch: ``normal`` (mean, std) or ``uniform`` (low, high)."""
+class _Data(Frozen):
+    batch_size: Int = Field(16, ge=1)
 
-    batch_size: int = Field(16, ge=1, strict=True)
-    distribution: Literal["normal", "uniform"] = "normal"
+
+class NormalData(_Data):
+    """Inputs drawn from N(mean, std²)."""
+
+    distribution: Literal["normal"] = "normal"
     mean: float = 0.0
     std: NonNegativeFloat = 1.0
+
+
+class UniformData(_Data):
+    """Inputs drawn from U(low, high)."""
+
+    distribution: Literal["uniform"] = "uniform"
     low: float = -1.0
     high: float = 1.0
 
     @model_validator(mode="after")
-    def _params_match(self) -> DataConfig:
-        foreign = {"normal": {"low", "high"}, "uniform": {"mean", "std"}}[self.distribution]
-        given = sorted(foreign & self.model_fields_set)
-        if given:
-            message = f"{given[0]!r} does not apply to distribution {self.distribution!r}"
-            raise PydanticCustomError("conflict", message, {"key": given[0]})
-        if self.distribution == "uniform" and self.high <= self.low:
+    def _ordered(self) -> UniformData:
+        if self.high <= self.low:
             raise ValueError(f"uniform needs low < high, got low={self.low}, high={self.high}")
         return self
 
-    @model_serializer(mode="plain")
-    def _own_params(self) -> dict[str, Any]:
-        params = ("mean", "std") if self.distribution == "normal" else ("low", "high")
-        out: dict[str, Any] = {"batch_size": self.batch_size, "distribution": self.distribution}
-        return out | {name: getattr(self, name) for name in params}
+
+#: The input batch: ``normal`` (mean, std) or ``uniform`` (low, high), normal when not said.
+DataConfig = Annotated[
+    Union[NormalData, UniformData],  # noqa: UP007
+    Field(discriminator="distribution"),
+    BeforeValidator(Choice("distribution", "distribution", {"normal": NormalData, "uniform": UniformData},
+                           default="normal")),
+]
 
 
 class VerdictConfig(Frozen):
     """Thresholds of the regime verdict (see the README's "Verdict" section)."""
 
-    explode_ratio: float = Field(2.0, gt=1.0, description="last/first std above this can be an explosion")
-    vanish_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="last/first std below this can be vanishing")
-    trend_t: float = Field(4.0, gt=0.0, description="|t| of the log-std trend needed to call a drift real")
+    orders: float = Field(1.0, gt=0.0, description="|decades| of end-to-end change that decide unless settled")
+    settled_orders: float = Field(3.0, gt=0.0, description="|decades| of end-to-end change that decide alone")
+    explode_ratio: float = Field(2.0, gt=1.0, description="std/input std above this explodes if the tail still rises")
+    vanish_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="std/input std below this vanishes if the tail falls")
+    settle: float = Field(0.05, ge=0.0, description="decades the tail must still move to count as a trend")
+    trend_t: float = Field(2.5, gt=0.0, description="|HAC t| of the tail's mean step needed to call a trend real")
+    saturation: float = Field(0.5, gt=0.0, le=1.0, description="mean saturated fraction over the tail: saturated")
+    dead: float = Field(0.9, gt=0.0, le=1.0, description="mean dead-unit fraction over the tail that is noted")
+    finite_width: float = Field(1.0, gt=0.0, description="depth/width from which finite width is noted")
 
 
 class DataParallelConfig(Frozen):
     """Run the model under ``nn.DataParallel`` on these CUDA devices."""
 
-    device_ids: tuple[int, ...] = Field(min_length=1, description="CUDA device ids, the first holds the model")
-    output_device: int | None = Field(None, ge=0, description="where outputs are gathered; default device_ids[0]")
+    device_ids: tuple[DeviceIndex, ...] = Field(min_length=1, description="CUDA device ids, the first holds the model")
+    output_device: DeviceIndex | None = Field(None, description="where outputs are gathered; default device_ids[0]")
 
     @model_validator(mode="after")
     def _distinct(self) -> DataParallelConfig:
@@ -160,10 +170,10 @@ class Config(Frozen):
     """One study. Field names are initlab's public config interface."""
 
     name: str = Field("study", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = Field(0, ge=0, strict=True)
+    seed: Int = Field(0, ge=0, le=2**64 - 1, description="torch.Generator.manual_seed takes 0 ... 2**64-1")
     model: ModelConfig = Field(default_factory=ModelConfig)
     init: InitConfig = Field(default_factory=InitConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: DataConfig = Field(default_factory=NormalData)
     verdict: VerdictConfig = Field(default_factory=VerdictConfig)
     device: Annotated[str, AfterValidator(_check_device)] = "cpu"
     data_parallel: DataParallelConfig | None = None
@@ -226,203 +236,292 @@ def _auto_problems(path: str, scheme: Scheme, act: activations.Activation) -> It
         )
 
 
-# ---------------------------------------------------------------- loading
+# ---------------------------------------------------------------- overrides
+
+#: A command-line value read as the YAML of a file reads it (one number rule for both).
+parse_value = yamlfile.parse_value
+
+ConfigPath = yamlfile.KeyPath
+_INDEX = re.compile(r"^-?\d+$")
 
 
-def _line_map(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
-    """Record the 1-based line of every key (mappings) and item (sequences) under ``node``."""
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = (*path, str(key.value))
-            out[sub] = key.start_mark.line + 1
-            _line_map(value, sub, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out[path + (i,)] = item.start_mark.line + 1
-            _line_map(item, path + (i,), out)
+@dataclass(frozen=True)
+class Override:
+    """One value set over the config file: ``value`` at ``path``.
 
-
-def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple[str | int, ...], int]]:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError([f"{where}: malformed YAML: {problem}"]) from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError([f"{source}:1: the config must be a mapping of keys to values"])
-    lines: dict[tuple[str | int, ...], int] = {}
-    if node is not None:
-        _line_map(node, (), lines)
-    return raw, lines
-
-
-def parse_value(text: str) -> Any:
-    """An override's value as YAML would read it, with ``1e-3`` read as a number."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-_TAGS = {"activation": "name"}  # other tagged mappings (init, bias, layers) use "scheme"
-
-
-def _tag_fields(tag: str, value: Any, parent_key: str) -> set[str] | None:
-    """Keys the class named by ``value`` accepts, for the mapping at ``parent_key``."""
-    registry: Mapping[str, Any]
-    if tag == "name":
-        registry, value = activations.REGISTRY, activations.ALIASES.get(str(value), value)
-    else:
-        registry, value = schemes.REGISTRY, schemes.canonical(str(value))
-    cls = registry.get(value)
-    if cls is None:
-        return None
-    extra = {"init": {"layers", "bias"}}.get(parent_key, set()) | ({"index"} if isinstance(parent_key, int) else set())
-    return set(cls.model_fields) | extra
-
-
-def apply_override(raw: dict[str, Any], override: str, set_paths: set[tuple[str, ...]]) -> None:
-    """Apply one ``dotted.path=value`` override to ``raw`` in place.
-
-    Setting a tag (``init.scheme``, ``model.activation.name``) drops the arguments of the
-    old choice the new one does not take, unless an override set them too: the override
-    replaces the choice, and arguments belong to the choice.
+    ``source`` is how errors name it (``override 'model.depth=3'``, ``--device 'tpu'``);
+    ``text``, when the value was typed as text, is what errors show of it.
     """
-    if "=" not in override:
-        raise ConfigError([f"override {override!r}: expected dotted.path=value, e.g. model.depth=50"])
-    dotted, text = override.split("=", 1)
-    path = dotted.strip().split(".")
-    if not all(path):
-        raise ConfigError([f"override {override!r}: empty part in the path {dotted!r}"])
-    node: Any = raw
+
+    path: ConfigPath
+    value: Any
+    source: str
+    text: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Override:
+        """A command-line ``dotted.path=value``; the value is read as YAML (see :mod:`initlab.yamlfile`)."""
+        source = f"override {text!r}"
+        if "=" not in text:
+            raise ConfigError([f"{source}: expected dotted.path=value, e.g. model.depth=50"])
+        dotted, value = text.split("=", 1)
+        parts = dotted.strip().split(".")
+        if not all(parts):
+            raise ConfigError([f"{source}: empty part in the path {dotted!r}"])
+        path = tuple(int(part) if _INDEX.match(part) else part for part in parts)
+        return cls(path, parse_value(value), source, value)
+
+
+def _apply(raw: Any, override: Override, set_paths: set[ConfigPath]) -> None:
+    """Set ``override`` in ``raw`` in place, creating the mappings on its path.
+
+    Setting a tag (``init.scheme``, ``model.activation.name``, ``data.distribution``) drops
+    the old choice's arguments the new one does not take, unless an override set them too:
+    the override replaces the choice, and arguments belong to the choice.
+    """
+    path, node = override.path, raw
     for depth, key in enumerate(path[:-1]):
-        container, node_key = node, _index(node, key, override)
-        child = container[node_key] if _has(container, node_key) else None
+        key = _index(node, key, override)
+        child = node[key] if not isinstance(node, dict) or key in node else None
         if isinstance(child, str):  # a bare name: expand to its tagged mapping
-            child = {_TAGS.get(key, "scheme"): child}
+            shape = _shape(raw, path[: depth + 1])
+            child = {shape.choice.tag if shape and shape.choice else "name": child}
         elif child is None:
-            if path[depth + 1].lstrip("-").isdigit():
-                raise ConfigError([f"override {override!r}: {'.'.join(path[: depth + 1])} has no item "
-                                   f"{path[depth + 1]} (set the whole list, e.g. {'.'.join(path[: depth + 1])}=[...])"])
+            dotted = _dotted(path[: depth + 1])
+            if isinstance(path[depth + 1], int):
+                raise ConfigError([f"{override.source}: {dotted} has no item {path[depth + 1]} "
+                                   f"(set the whole list, e.g. {dotted}=[...])"])
             child = {}
         elif not isinstance(child, (dict, list)):
-            raise ConfigError([f"override {override!r}: {'.'.join(path[: depth + 1])} is not a mapping"])
-        container[node_key] = child
+            raise ConfigError([f"{override.source}: {_dotted(path[: depth + 1])} is not a mapping"])
+        node[key] = child
         node = child
-    last = _index(node, path[-1], override)
-    value = parse_value(text)
-    node[last] = value
-    set_paths.add(tuple(path))
-    parent_key: Any = path[-2] if len(path) > 1 else ""
-    if parent_key.isdigit():
-        parent_key = int(parent_key)
-    tagged = (path[-1], parent_key) == ("name", "activation") or (
-        path[-1] == "scheme" and (parent_key in ("init", "bias") or isinstance(parent_key, int))
-    )
-    if tagged and isinstance(node, dict):
-        accepted = _tag_fields(path[-1], value, parent_key)
-        if accepted is not None:
-            for key in list(node):
-                if key not in accepted and (*path[:-1], key) not in set_paths:
-                    del node[key]
+    node[_index(node, path[-1], override)] = override.value
+    set_paths.add(path)
+    shape = _shape(raw, path[:-1])
+    if shape is not None and shape.choice is not None and path[-1] == shape.choice.tag and isinstance(node, dict):
+        for key in [k for k in node if k not in shape.fields and (*path[:-1], k) not in set_paths]:
+            del node[key]
 
 
-def _index(container: Any, key: str, override: str) -> Any:
+def _index(container: Any, key: str | int, override: Override) -> Any:
     if isinstance(container, list):
-        if not key.lstrip("-").isdigit() or not -len(container) <= int(key) < len(container):
-            raise ConfigError([f"override {override!r}: {key!r} is not an index of a list of {len(container)}"])
-        return int(key)
+        if not isinstance(key, int) or not -len(container) <= key < len(container):
+            raise ConfigError([f"{override.source}: {str(key)!r} is not an index of a list of {len(container)}"])
+        return key
     if not isinstance(container, dict):
-        raise ConfigError([f"override {override!r}: cannot set {key!r} inside a {type(container).__name__}"])
-    return key
+        raise ConfigError([f"{override.source}: cannot set {str(key)!r} inside a {type(container).__name__}"])
+    return str(key)
 
 
-def _has(container: Any, key: Any) -> bool:
-    return key in container if isinstance(container, dict) else True
+def _dotted(path: Sequence[str | int]) -> str:
+    return ".".join(str(part) for part in path)
 
 
-def _raw_path(raw: Any, loc: Sequence[str | int]) -> tuple[str | int, ...]:
+# ---------------------------------------------------------------- what a mapping may hold
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The keys the mapping at one config path may hold, and the registry its tag picks from."""
+
+    fields: dict[str, FieldInfo]
+    choice: Choice | None
+    tag: str | None = None  # the registered name the mapping's tag selects
+
+
+def _choice_in(info: FieldInfo) -> Choice | None:
+    return next((m.func for m in info.metadata if isinstance(getattr(m, "func", None), Choice)), None)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model class of ``Model``, ``Model | None`` or ``tuple[Model, ...]``."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _child(node: Any, part: str | int) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+        return node[part]
+    return None
+
+
+def _shape(raw: Any, path: ConfigPath, root: Mapping[str, FieldInfo] | None = None) -> _Shape | None:
+    """What the mapping at ``path`` of ``raw`` may hold, walking the models as the YAML nests
+    them (None where the path, or a tag on it, names nothing)."""
+    shape: _Shape | None = _Shape(dict(Config.model_fields if root is None else root), None)
+    node, info = raw, None
+    for part in path:
+        node = _child(node, part)
+        if isinstance(part, int):  # an item of a list: the list's field names its model
+            shape = _shape_of(_model_in(info.annotation) if info else None, None, node)
+        elif shape is not None and part in shape.fields:
+            info = shape.fields[part]
+            shape = _shape_of(_model_in(info.annotation), _choice_in(info), node)
+        else:
+            return None
+    return shape
+
+
+def _shape_of(model: type[BaseModel] | None, choice: Choice | None, node: Any) -> _Shape | None:
+    if choice is not None:
+        model = choice.model(node if node is not None else {})
+    if model is None:
+        return None
+    fields = dict(model.model_fields)
+    if not issubclass(model, _WithScheme):
+        return _Shape(fields, choice, model.model_fields[choice.tag].default if choice else None)
+    weight = _choice_in(fields.pop("weight"))
+    scheme = _shape_of(None, weight, node if isinstance(node, dict) and "scheme" in node else "default")
+    return _Shape({**(scheme.fields if scheme else {}), **fields}, weight, scheme.tag if scheme else None)
+
+
+# ---------------------------------------------------------------- errors
+
+#: How a value of each type is named in "expected an integer, got 1e2 (a float)".
+_KINDS = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "text"))
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+    "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "text",
+    "model_type": "a mapping of keys to values", "model_attributes_type": "a mapping of keys to values",
+    "dict_type": "a mapping of keys to values", "tuple_type": "a list", "list_type": "a list",
+}
+
+
+def _got(given: Any, text: str | None, kind: bool = False) -> str:
+    """What the user gave, as they typed it: ``1e2 (a float)``, ``'ten'``, ``a list``."""
+    if isinstance(given, (dict, list, tuple)):
+        return "a mapping" if isinstance(given, dict) else "a list" if given else "an empty list"
+    if given is None:
+        return "nothing (null)"
+    shown = repr(given) if isinstance(given, str) else text if text is not None else repr(given)
+    name = next(name for cls, name in (*_KINDS, (object, "a value")) if isinstance(given, cls))
+    return f"{shown} ({name})" if kind and not isinstance(given, str) else shown
+
+
+def _describe(error: Mapping[str, Any], path: ConfigPath, raw: Any, text: str | None,
+              root: Mapping[str, FieldInfo] | None) -> str:
+    """One error as the user reads it, naming what they wrote."""
+    kind, given, message = error["type"], error.get("input"), str(error["msg"]).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        return _unknown_key(raw, path, root)
+    if kind == "literal_error":
+        shape = _shape(raw, path[:-1], root)
+        info = shape.fields.get(str(path[-1])) if shape else None
+        return unknown(str(path[-1]), given, [str(v) for v in get_args(info.annotation)] if info else [])
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_got(given, text, kind=True)}"
+    if kind == "string_pattern_mismatch":  # the study's name, which names its results folder
+        return f"{given!r} is not a folder name: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+    if kind == "too_short":
+        return f"expected at least one item, got {_got(given, text)}"
+    if kind == "missing":
+        return "field required"
+    if kind in ("unknown_choice", "conflict") or isinstance(given, (dict, list, tuple)):
+        return message[:1].lower() + message[1:]
+    return f"{message[:1].lower()}{message[1:]} (got {_got(given, text)})"
+
+
+def _unknown_key(raw: Any, path: ConfigPath, root: Mapping[str, FieldInfo] | None) -> str:
+    key, shape = str(path[-1]), _shape(raw, path[:-1], root)
+    if shape is None:
+        return f"unknown key {key!r}"
+    choice = shape.choice
+    if choice and any(key in cls.model_fields for cls in choice.registry.values()):
+        return f"{key!r} does not apply to {choice.kind} {shape.tag!r}; valid: {', '.join(sorted(shape.fields))}"
+    return unknown("key", key, shape.fields)
+
+
+def _node(raw: Any, path: ConfigPath) -> Any:
+    for part in path:
+        raw = _child(raw, part)
+    return raw
+
+
+def _raw_path(raw: Any, loc: Sequence[str | int]) -> ConfigPath:
     """The YAML path an error location refers to, skipping parts the user did not write
     (pydantic's union tags, the ``weight`` that gathers a flat scheme's arguments)."""
     path: list[str | int] = []
-    node = raw
     for part in loc:
-        if _contains(node, part):
-            node = node[part]
+        child = _child(raw, part)
+        if child is not None or (isinstance(raw, dict) and part in raw):
+            raw = child
             path.append(part)
     return tuple(path)
-
-
-def _contains(node: Any, part: str | int) -> bool:
-    if isinstance(node, dict):
-        return part in node
-    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    message = str(error["msg"])
-    if error["type"] in ("unknown_key", "unknown_choice", "conflict", "value_error"):
-        return message.removeprefix("Value error, ")
-    given = error.get("input")
-    if isinstance(given, (dict, list)) or error["type"] == "missing":
-        return message.lower() if message[:1].isupper() else message
-    return f"{message[:1].lower()}{message[1:]} (got {given!r})"
 
 
 def format_errors(
     err: ValidationError,
     raw: dict[str, Any],
-    lines: Mapping[tuple[str | int, ...], int],
+    lines: Mapping[ConfigPath, int],
     source: str,
-    overrides: Mapping[tuple[str, ...], str],
-    prefix: tuple[str, ...] = (),
+    overrides: Iterable[Override],
+    prefix: ConfigPath = (),
+    texts: Mapping[ConfigPath, str] | None = None,
+    root: Mapping[str, FieldInfo] | None = None,
 ) -> list[str]:
-    """One line per validation error: ``file:line: field.path: what is wrong``."""
-    out = []
-    for error in err.errors():
-        ctx = error.get("ctx") or {}
-        if "path" in ctx:
-            loc: tuple[str | int, ...] = tuple(int(p) if p.isdigit() else p for p in ctx["path"].split("."))
-        else:
-            loc = _raw_path(raw, (*prefix, *error["loc"]))
-            if "key" in ctx and loc[-1:] != (ctx["key"],) and (*loc, ctx["key"]) in lines:
-                loc = (*loc, ctx["key"])
-            elif error["type"] == "missing":  # the field the user did not write: name it
-                loc = (*loc, error["loc"][-1])
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        where = _where(loc, lines, source, overrides) if lines or overrides else source
-        out.append(f"{where}: {dotted}: {_describe(error)}")
-    return out
+    """One line per validation error, in the file's order: ``file:line: field.path: what is wrong``.
+
+    ``lines`` and ``texts`` are the file's (see :class:`initlab.yamlfile.Document`); an error
+    under an override names the override instead; ``root`` is the model's fields (the Config's
+    by default).
+    """
+    overrides = list(overrides)
+    located = []
+    for n, error in enumerate(_causes(err.errors())):
+        path = _error_path(error, raw, prefix)
+        where, line = _where(path, lines, source, overrides)
+        text = next((o.text for o in reversed(overrides) if o.path == path), (texts or {}).get(path))
+        what = _describe(error, path, raw, text, root)
+        located.append((line, n, f"{where}: {_dotted(path) or '(top level)'}: {what}"))
+    return [message for *_, message in sorted(located)]
+
+
+def _causes(errors: list[Any]) -> list[Any]:
+    """The errors without those that only follow from another: a list "too short after
+    validation" because its items failed (``device_ids: [a]`` is one problem, not two)."""
+    def follows(error: Any) -> bool:
+        loc = tuple(error["loc"])
+        return error["type"] == "too_short" and any(
+            len(other["loc"]) > len(loc) and tuple(other["loc"][: len(loc)]) == loc for other in errors
+        )
+
+    return [error for error in errors if not follows(error)]
+
+
+def _error_path(error: Mapping[str, Any], raw: Any, prefix: ConfigPath) -> ConfigPath:
+    ctx = error.get("ctx") or {}
+    if "path" in ctx:  # a conflict between fields names the one to change
+        return tuple(int(p) if _INDEX.match(p) else p for p in str(ctx["path"]).split("."))
+    path = _raw_path(raw, (*prefix, *error["loc"]))
+    node = _node(raw, path)
+    if "key" in ctx and path[-1:] != (ctx["key"],) and isinstance(node, dict) and ctx["key"] in node:
+        return (*path, ctx["key"])
+    if error["type"] == "missing":  # the field the user did not write: name it
+        return (*path, error["loc"][-1])
+    return path
 
 
 def _where(
-    loc: tuple[str | int, ...],
-    lines: Mapping[tuple[str | int, ...], int],
-    source: str,
-    overrides: Mapping[tuple[str, ...], str],
-) -> str:
-    key = tuple(str(p) for p in loc)
-    for n in range(len(key), 0, -1):
-        if key[:n] in overrides:
-            return f"override {overrides[key[:n]]!r}"
-    below = [text for path, text in overrides.items() if key and path[: len(key)] == key]
-    if below:  # the override created or changed something under this path
-        return f"override {below[0]!r}"
-    for n in range(len(loc), -1, -1):
-        if loc[:n] in lines:
-            return f"{source}:{lines[loc[:n]]}"
-    return f"{source}:1"
+    path: ConfigPath, lines: Mapping[ConfigPath, int], source: str, overrides: Sequence[Override]
+) -> tuple[str, float]:
+    """Who wrote ``path``, and the line to sort by: the last override that set it or something
+    under it, else the file's line of it (or of the mapping that holds it)."""
+    for override in reversed(overrides):
+        if override.path == path[: len(override.path)]:
+            return override.source, math.inf
+    for override in reversed(overrides):
+        if path and override.path[: len(path)] == path:
+            return override.source, math.inf
+    for n in range(len(path), -1, -1):
+        if path[:n] in lines:
+            return f"{source}:{lines[path[:n]]}", lines[path[:n]]
+    return (f"{source}:1", 1) if lines else (source, 0)
 
 
 def parse_cli_choice(kind: Literal["activation", "scheme"], value: dict[str, Any], source: str) -> Any:
@@ -431,8 +530,8 @@ def parse_cli_choice(kind: Literal["activation", "scheme"], value: dict[str, Any
     try:
         return validate_as(target, value)
     except ValidationError as err:
-        lines: dict[tuple[str | int, ...], int] = {}
-        raise ConfigError(format_errors(err, {kind: value}, lines, source, {}, prefix=(kind,))) from None
+        root: dict[str, FieldInfo] = {kind: FieldInfo.from_annotation(target)}  # type: ignore[arg-type]
+        raise ConfigError(format_errors(err, {kind: value}, {}, source, (), prefix=(kind,), root=root)) from None
 
 
 def _name_from(stem: str) -> str:
@@ -441,34 +540,36 @@ def _name_from(stem: str) -> str:
     return name or "study"
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config (or the defaults when ``path`` is None), apply overrides, validate once."""
-    source = str(path) if path is not None else "(defaults)"
-    if path is None:
-        raw: dict[str, Any] = {}
-        lines: dict[tuple[str | int, ...], int] = {}
-    else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError([f"{source}: no such config file"]) from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
-            raise ConfigError([f"{source}: cannot read the config: {err}"]) from None
-        raw, lines = _parse_yaml(text, source)
-        raw.setdefault("name", _name_from(Path(path).stem))
-    set_paths: set[tuple[str, ...]] = set()
-    by_path: dict[tuple[str, ...], str] = {}
-    for override in overrides:
-        before = set(set_paths)
-        apply_override(raw, override, set_paths)
-        for new in set_paths - before:
-            by_path[new] = override
+def _read(path: str | Path, source: str) -> yamlfile.Document:
     try:
-        return Config.model_validate(raw)
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: no such config file"]) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise ConfigError([f"{source}: cannot read the config: {err}"]) from None
+    doc = yamlfile.read(text, source)
+    doc.data.setdefault("name", _name_from(Path(path).stem))
+    return doc
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str | Override] = ()) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None), apply overrides, validate once.
+
+    An override is ``dotted.path=value`` text (the value read as YAML) or a typed
+    :class:`Override`, whose ``source`` names it in errors (``--device 'tpu'``).
+    """
+    source = str(path) if path is not None else "(defaults)"
+    doc = _read(path, source) if path is not None else yamlfile.Document({})
+    typed = [o if isinstance(o, Override) else Override.parse(o) for o in overrides]
+    set_paths: set[ConfigPath] = set()
+    for override in typed:
+        _apply(doc.data, override, set_paths)
+    try:
+        return Config.model_validate(doc.data)
     except ValidationError as err:
-        raise ConfigError(format_errors(err, raw, lines, source, by_path)) from None
+        raise ConfigError(format_errors(err, doc.data, doc.lines, source, typed, texts=doc.texts)) from None
 
 
 def to_yaml(config: Config) -> str:
     """The resolved config as YAML, in the same shape a user writes (re-loads to an equal config)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+    return yamlfile.dump(config.model_dump(mode="json"))

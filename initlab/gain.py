@@ -49,17 +49,13 @@ import numpy.typing as npt
 import torch
 
 from initlab.activations import Activation
+from initlab.quadrature import QUADRATURE_CUTOFF, bracketed_root, normal_rule
 
 GAIN_DEFINITIONS: tuple[str, ...] = ("torch", "second_moment", "std_ratio")
 #: Names :func:`resolve_gain` accepts: ``auto`` plus every definition.
 GAIN_CHOICES: tuple[str, ...] = ("auto", *GAIN_DEFINITIONS)
 
 FateKind = Literal["fixed_point", "marginal", "unstable", "vanishing", "explosion"]
-
-#: Half-width L of the quadrature domain [-L, L]; the Gaussian mass beyond it is ~4e-33.
-QUADRATURE_CUTOFF = 12.0
-_PANELS = 24
-_ORDER = 20
 
 #: |V'(q*) - 1| at or below this counts as a marginal (neutral) fixed point.
 MARGINAL_SLOPE_TOL = 1e-6
@@ -78,16 +74,10 @@ TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
 @lru_cache(maxsize=1)
 def _normal_rule() -> tuple[torch.Tensor, torch.Tensor]:
-    """Nodes and weights ``(x, w)`` with ``sum(w * f(x)) ≈ E[f(z)]``, z ~ N(0, 1), split at 0."""
-    t, w = np.polynomial.legendre.leggauss(_ORDER)
-    edges = np.linspace(0.0, QUADRATURE_CUTOFF, _PANELS + 1)
-    half = (edges[1:] - edges[:-1])[:, None] / 2.0
-    mid = (edges[1:] + edges[:-1])[:, None] / 2.0
-    x = (mid + half * t[None, :]).ravel()
-    wx = (half * w[None, :]).ravel() * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-    nodes = np.concatenate([-x[::-1], x])
-    weights = np.concatenate([wx[::-1], wx])
-    return torch.from_numpy(nodes), torch.from_numpy(weights)
+    """Nodes and weights ``(x, w)`` with ``sum(w * f(x)) ≈ E[f(z)]``, z ~ N(0, 1), split at 0
+    (:func:`initlab.quadrature.normal_rule`, as tensors)."""
+    nodes, weights = normal_rule()
+    return torch.from_numpy(nodes.copy()), torch.from_numpy(weights.copy())
 
 
 def _moments(fn: TensorFn, scales: Array) -> tuple[Array, Array]:
@@ -274,21 +264,6 @@ class Fate:
         return f"{label[self.kind]} q*={self.q:.4g} (slope {self.slope:.4g}, {depth})"
 
 
-def _bracketed_root(h: Callable[[Array], Array], a: float, b: float, rtol: float) -> float:
-    """A root of ``h`` between ``0 < a < b`` where ``h(a) >= 0 > h(b)`` or the reverse, by
-    geometric multisection (32 interior points per round, vectorised)."""
-    a_sign = bool(h(np.array([a]))[0] >= 0.0)
-    for _ in range(64):
-        if b / a - 1.0 <= rtol:
-            break
-        points = np.geomspace(a, b, 34)
-        signs = h(points[1:-1]) >= 0.0
-        flips = np.nonzero(signs != a_sign)[0]
-        k = int(flips[0]) + 1 if flips.size else 33
-        a, b = float(points[k - 1]), float(points[k])
-    return math.sqrt(a * b)
-
-
 def variance_map_fate(
     activation: Activation,
     gain: float,
@@ -346,7 +321,7 @@ def variance_map_fate(
         if hits.size:
             k = int(hits[0])
             upper = q0 if k == 0 else float(grid[k - 1])
-            q_star = _bracketed_root(excess, float(grid[k]), upper, tol)
+            q_star = bracketed_root(excess, float(grid[k]), upper, tol)
         else:
             q_star = None
     else:
@@ -355,7 +330,7 @@ def variance_map_fate(
         if hits.size:
             k = int(hits[0])
             lower = q0 if k == 0 else float(grid[k - 1])
-            q_star = _bracketed_root(excess, lower, float(grid[k]), tol)
+            q_star = bracketed_root(excess, lower, float(grid[k]), tol)
         else:
             q_star = None
 

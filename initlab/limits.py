@@ -19,4 +19,4 @@ def check_seeds(first: int, count: int, what: str) -> None:
     last = first + count - 1
     if first < 0 or last > MAX_SEED:
         span = f"{first}" if count == 1 else f"{first}..{last}"
-        raise InitlabError(f"{what}: seed {span} is outside 0..{MAX_SEED} (2**64-1, what torch.manual_seed takes)")
+        raise InitlabError(f"{what} {span}: outside 0..{MAX_SEED} (2**64-1, what torch.manual_seed takes)")

@@ -113,9 +113,13 @@ def _on_log_axis(values: Any) -> Any:
 
 def std_plot_files(comparison: Comparison) -> dict[str, bytes]:
     """The figure as ``{"png": bytes, "svg": bytes}``; the SVG carries no date, so it is reproducible."""
+    return figure_files(std_figure(comparison))
+
+
+def figure_files(figure: Any) -> dict[str, bytes]:
+    """A figure as ``{"png": bytes, "svg": bytes}``; the SVG carries no date, so it is reproducible."""
     import matplotlib as mpl
 
-    figure = std_figure(comparison)
     out = {}
     # A fixed hash salt makes the SVG's element ids the same from run to run.
     with mpl.rc_context({"svg.hashsalt": "initlab"}):

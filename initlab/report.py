@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from initlab.compare import Comparison
 
 #: One colour per regime, shared by tables and plots.
-COLOURS = {"explosion": "red", "vanishing": "blue", "stable": "green"}
-PLOT_COLOURS = {"explosion": "#d62728", "vanishing": "#1f77b4", "stable": "#2ca02c"}
+COLOURS = {"explosion": "red", "vanishing": "blue", "saturated": "magenta", "stable": "green"}
+PLOT_COLOURS = {"explosion": "#d62728", "vanishing": "#1f77b4", "saturated": "#9467bd", "stable": "#2ca02c"}
 
 #: Table columns: (layers.csv column, header). Headers are short to fit 80 columns.
 _COLUMNS = [
@@ -73,20 +73,29 @@ def layer_table(layers: pd.DataFrame, summary: dict[str, Any], every: int = 1) -
 
 
 def verdict_line(summary: dict[str, Any]) -> Text:
-    """``verdict: stable`` plus the figures that justify it, coloured by regime."""
+    """The verdict, once: the regime and its figures, then one line saying why (and any notes)."""
     regime = summary["regime"]
     text = Text("verdict: ", style="bold")
     text.append(regime.upper() + (" (non-finite)" if summary["nonfinite"] else ""), style=f"bold {COLOURS[regime]}")
-    figures = [
-        f"growth/layer x{fmt(summary['growth_per_layer'])}",
-        f"last/first {fmt(summary['ratio'])}",
-        f"trend t {fmt(summary['trend_t'], 3)}",
-    ]
-    if summary["first_nonfinite_layer"] is not None:
-        figures.append(f"first non-finite layer {summary['first_nonfinite_layer']}")
-    text.append("  " + ", ".join(figures))
-    text.append(f"\n  {summary['reason']}", style="dim")
+    text.append("  " + verdict_figures(summary))
+    why = "; ".join([summary["reason"], *(summary.get("notes") or [])])
+    text.append(f"\n  why: {why}", style="dim")
     return text
+
+
+def verdict_figures(summary: dict[str, Any]) -> str:
+    """``std x0.644 of the input's at layer 99 (-0.19 decades, x0.9956/layer)``; for a run that went
+    non-finite, the figures are those of the last finite layer, named."""
+    last = summary["last_finite_layer"]
+    if last is None:
+        return "no finite layer"
+    reference = "the input's" if summary.get("input_std") is not None else "layer 0's"
+    where = f"layer {last}" + (", the last finite one" if summary["nonfinite"] else "")
+    decades = summary.get("decades")
+    scale = [] if decades is None else [f"{decades:+.2f} decades"]
+    if summary["growth_per_layer"] is not None:
+        scale.append(f"x{fmt(summary['growth_per_layer'])}/layer")
+    return f"std x{fmt(summary['ratio'], 3)} of {reference} at {where}" + (f" ({', '.join(scale)})" if scale else "")
 
 
 def print_run(console: Console, layers: pd.DataFrame, summary: dict[str, Any], every: int, folder: Path | None) -> None:
@@ -134,12 +143,17 @@ def gain_table(report: Any) -> Table:
 
 
 def _fate_text(fate: Any) -> str:
-    """Where the variance map takes q0, e.g. ``q*=1.178, stable (23 layers)``."""
-    layers = "slowly" if fate.iterations is None else f"{fate.iterations} layers"
+    """Where the variance map takes q0, saying what the layer count counts: ``q*=1.178, stable:
+    reached in 23 layers`` (within 1e-9), ``vanishing: q < 1e-9 q0 by layer 55``."""
     if fate.kind in ("vanishing", "explosion"):
-        return f"{fate.kind} ({layers})"
+        if fate.iterations is None:
+            return f"{fate.kind}, slowly (a power law)"
+        bound = "q < 1e-9 q0" if fate.kind == "vanishing" else "q > 1e9 q0"
+        return f"{fate.kind}: {bound} by layer {fate.iterations}"
     if fate.kind == "fixed_point":
-        return f"q*={fate.q:.4g}, stable ({layers})"
+        reached = ("q0 is already q*" if fate.iterations == 0 else "approached slowly" if fate.iterations is None
+                   else f"reached in {fate.iterations} layers")
+        return f"q*={fate.q:.4g}, stable: {reached}"
     return f"q*={fate.q:.4g}, {fate.kind} (slope {fate.slope:.3g})"
 
 
@@ -249,6 +263,24 @@ def compare_failures(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> Text 
     return text
 
 
+def compare_notes(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> Text | None:
+    """One line per cell worth a second look: seeds that disagree, a theory that disagrees or does not
+    apply, finite width, dead units; the line gives the seeds' spread and the verdict's notes."""
+    text = Text()
+    several = len(_shapes(axes)) > 1
+    for r in table_records(summary):
+        if r["regime"] is None or not r["notes"]:
+            continue
+        split = r["agree"] is not None and r["agree"] < r["finished"]
+        if not (split or r["theory_agrees"] is not True or "finite width" in r["notes"] or "dead" in r["notes"]):
+            continue
+        where = f"{r['scheme']} + {r['activation']}" + (f" (depth {r['depth']}, width {r['width']})" if several else "")
+        text.append(f"{where}: ", style="bold")
+        text.append(f"{r['regime'].upper()}, {r['agree']}/{r['finished']} seeds agree; {r['notes']}\n")
+    text.rstrip()
+    return text if text.plain else None
+
+
 def pick_layers(depth: int, chosen: Sequence[int] | None) -> list[int]:
     """Layers of the side-by-side table: ``chosen`` (negative from the end) or 0, 1, 10%, 50%, last."""
     if chosen is None:
@@ -323,6 +355,10 @@ def print_compare(
     failures = compare_failures(comparison.summary, axes)
     if failures is not None:
         console.print(failures)
+        console.print()
+    notes = compare_notes(comparison.summary, axes)
+    if notes is not None:
+        console.print(notes)
         console.print()
     for table in std_tables(comparison.traces, axes, layers, console.width):
         console.print(table)

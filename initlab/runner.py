@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -21,7 +22,8 @@ from initlab import __version__, devices
 from initlab.config import Config
 from initlab.model import ConstructionDraws, build, draw_input, probe_targets
 from initlab.probes import ForwardProbe, Record, statistics_for
-from initlab.regimes import Verdict, classify
+from initlab.regimes import Trace, Verdict, judge
+from initlab.theory import Prediction, input_second_moment, predict
 
 #: Column order of the per-layer table: pre-activation, block output, weights.
 _PREFIX = {"pre": "pre_", "post": "", "weight": "weight_"}
@@ -37,11 +39,13 @@ class Result:
     records: pd.DataFrame  # tidy: layer, site, stat, value
     verdict: Verdict
     meta: dict[str, Any] = field(default_factory=dict)
+    theory: Prediction | None = None  # the mean-field prediction (initlab.theory)
 
     @property
     def summary(self) -> dict[str, Any]:
-        """The verdict and its figures, as written to summary.json."""
-        return {"name": self.config.name, **self.verdict.as_dict()}
+        """The verdict and its figures, as written to summary.json; the prediction under ``theory``."""
+        theory = self.theory.summary() if self.theory is not None else None
+        return {"name": self.config.name, **self.verdict.as_dict(), "theory": theory}
 
 
 def layer_table(records: pd.DataFrame, depth: int) -> pd.DataFrame:
@@ -71,10 +75,36 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
         records, timings = _forward(config, placement, draws)
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
     table = layer_table(pd.DataFrame.from_records([r for r in records if r["site"] != "input"]), config.model.depth)
-    std = [None if math.isnan(v) else v for v in table["std"].tolist()]  # undefined, not a number
-    verdict = classify(std, table["nonfinite"].tolist(), config.verdict)
+    prediction = predict(config, input_second_moment(config.data))
+    largest = torch.finfo(devices.DTYPES[config.dtype]).max
+    verdict = judge(trace_of(table, input_std, config.model.width), config.verdict, prediction, largest)
     meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
-    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta)
+    table = with_theory(table, prediction)
+    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction)
+
+
+def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None) -> Trace:
+    """What the verdict reads from a per-layer table (layers.csv's columns)."""
+
+    def column(name: str) -> list[float | None]:
+        values = table[name].tolist() if name in table.columns else []
+        return [None if v is None or math.isnan(v) else float(v) for v in values]  # undefined, not a number
+
+    return Trace(
+        std=column("std"), nonfinite=table["nonfinite"].tolist(), input_std=input_std,
+        pre_nonfinite=table["pre_nonfinite"].tolist() if "pre_nonfinite" in table.columns else [],
+        saturated=column("saturated"), dead=column("dead"), width=width,
+    )
+
+
+def with_theory(table: pd.DataFrame, prediction: Prediction) -> pd.DataFrame:
+    """``table`` plus the predicted ``theory_pre_std`` (√q_l) and ``theory_std`` (std φ at q_l) columns,
+    missing where the theory does not apply or the prediction leaves float range."""
+    out: pd.DataFrame = table.copy()
+    for name, values in {"theory_pre_std": prediction.pre_std, "theory_std": prediction.post_std}.items():
+        predicted = np.asarray(values if values else [math.nan] * len(table), dtype=np.float64)
+        out[name] = np.where(np.isfinite(predicted), predicted, np.nan)
+    return out
 
 
 def _forward(

@@ -20,8 +20,9 @@ import math
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, NonNegativeFloat, PositiveFloat, model_validator
+from pydantic_core import PydanticCustomError
 
-from initlab._pydantic import Frozen, tagged_choice, unknown_choice, validate_as
+from initlab._pydantic import Choice, Frozen, unknown_choice, validate_as
 from initlab.activations import Activation
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ _GAIN_NAMES = ("auto", "torch", "second_moment", "std_ratio")
 
 
 def _check_gain(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):  # one error, not one per union member
+        raise PydanticCustomError("value_error", f"expected a number or one of {', '.join(_GAIN_NAMES)}")
     if isinstance(value, str) and value not in _GAIN_NAMES:
         try:
             return float(value)
@@ -347,7 +350,7 @@ SchemeConfig = Annotated[
         KaimingUniform, KaimingNormal, Orthogonal, TruncNormal, Sparse, LecunNormal,
     ],
     Field(discriminator="scheme"),
-    BeforeValidator(tagged_choice("scheme", "scheme", Scheme, REGISTRY, ALIASES)),
+    BeforeValidator(Choice("scheme", "scheme", REGISTRY, ALIASES)),
 ]
 
 

@@ -72,7 +72,7 @@ def test_unknown_scheme_lists_the_valid_names() -> None:
         compare.parse_schemes("xavier,kaimnig")
     (line,) = caught.value.lines
     assert line.startswith("--schemes: scheme: unknown scheme 'kaimnig'")
-    assert "valid: constant, default, kaiming_normal" in line
+    assert "did you mean 'kaiming'? valid: constant, default, glorot, glorot_normal, glorot_uniform, he," in line
 
 
 # ---------------------------------------------------------------- plan
@@ -359,7 +359,7 @@ def test_same_sweep_gives_byte_identical_csvs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--schemes", "xavier,kaimnig"], "unknown scheme 'kaimnig'; valid: constant, default"),
+        (["--schemes", "xavier,kaimnig"], "unknown scheme 'kaimnig'; did you mean 'kaiming'? valid: constant, default"),
         (["--schemes", "xavier", "--activations", "tanh,rleu"], "unknown activation 'rleu'"),
         (["--schemes", "normal:std"], "expected key=value"),
         (["--schemes", "xavier", "--depths", "10,x"], "--depths '10,x': expected comma-separated integers"),
@@ -368,7 +368,8 @@ def test_same_sweep_gives_byte_identical_csvs(tmp_path: Path) -> None:
         (["--schemes", "xavier", "--layers", "500"], "--layers: no layer of [500] exists at depth 100"),
         (["--activations", "tanh"], "--schemes is required"),
         (["--schemes", "xavier", "--config", "missing.yaml"], "missing.yaml: no such config file"),
-        (["--schemes", "xavier", "--activation", "tanhh"], "--activation: activation: unknown activation 'tanhh'"),
+        (["--schemes", "xavier", "--activation", "tanhh"],
+         "--activation 'tanhh': model.activation.name: unknown activation 'tanhh'"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2_and_nothing_written(tmp_path: Path, args: list[str], expected: str) -> None:

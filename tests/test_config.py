@@ -104,7 +104,7 @@ LINE = re.compile(r"^(?P<where>[^:]+\.yaml:\d+|override '[^']+'): (?P<path>[\w.]
         ("model:\n  depth: 0\n", 2, "model.depth", "greater than or equal to 1"),
         ("model:\n  width: 0\n", 2, "model.width", "greater than or equal to 1"),
         ("data:\n  batch_size: 0\n", 2, "data.batch_size", "greater than or equal to 1"),
-        ("model:\n  depth: ten\n", 2, "model.depth", "valid integer"),
+        ("model:\n  depth: ten\n", 2, "model.depth", "expected an integer, got 'ten'"),
         ("seed: 1\nmodle: {}\n", 2, "modle", "did you mean 'model'"),
         ("model:\n  widht: 3\n", 2, "model.widht", "did you mean 'width'"),
         ("model:\n  activation: tanhh\n", 2, "model.activation", "did you mean 'tanh'? valid: elu, gelu"),
@@ -121,8 +121,9 @@ LINE = re.compile(r"^(?P<where>[^:]+\.yaml:\d+|override '[^']+'): (?P<path>[\w.]
         ("init:\n  scheme: xavier\n  gain: big\n", 3, "init.gain",
          "unknown gain 'big'; valid: auto, second_moment, std_ratio, torch"),
         ("data:\n  low: 1\n", 2, "data.low", "does not apply to distribution 'normal'"),
-        ("device: gpu\n", 1, "device", "allowed: auto, cpu, cuda, cuda:N"),
-        ("dtype: float8\n", 1, "dtype", "'float32', 'float64', 'float16' or 'bfloat16'"),
+        ("device: gpu\n", 1, "device", "valid: auto, cpu, cuda, cuda:N"),
+        ("name: x y\n", 1, "name", "'x y' is not a folder name: use letters, digits"),
+        ("dtype: float8\n", 1, "dtype", "valid: bfloat16, float16, float32, float64"),
     ],
 )
 def test_bad_values_name_file_line_and_path(write_yaml, text: str, line: int, path: str, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -157,7 +158,7 @@ def test_non_mapping_and_missing_files(tmp_path: Path, write_yaml) -> None:  # t
     ("override", "expected"),
     [
         ("model.depth", "expected dotted.path=value"),
-        ("model.depth=abc", "override 'model.depth=abc': model.depth: input should be a valid integer"),
+        ("model.depth=abc", "override 'model.depth=abc': model.depth: expected an integer, got 'abc'"),
         ("model.dpth=3", "override 'model.dpth=3': model.dpth: unknown key 'dpth'; did you mean 'depth'?"),
         ("seed.x=1", "seed is not a mapping"),
         ("init.layers.5.val=1", "'5' is not an index of a list of 0"),
@@ -200,7 +201,7 @@ def test_name_from_an_unusual_file_name(write_yaml) -> None:  # type: ignore[no-
 @pytest.mark.parametrize("text", ["model: {depth: true}\n", "data: {batch_size: false}\n", "seed: true\n"])
 def test_booleans_are_not_integers(write_yaml, text: str) -> None:  # type: ignore[no-untyped-def]
     (line,) = errors(write_yaml(text))
-    assert "valid integer" in line
+    assert "expected an integer, got " in line and "(a boolean)" in line
 
 
 def test_a_single_value_per_layer_has_no_std(write_yaml) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,105 @@
+"""Rendering of ``initlab theory``: plain text for people, JSON for scripts.
+
+Plain lines, not Rich tables: a table squeezed into a narrow terminal folds its cells, and a
+number must never be cut. Every number is printed whole (6 significant digits in text, full
+precision in JSON); infinities print as ``∞`` in text and ``null`` in JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from initlab.results import to_json
+from initlab.theory import CRITICAL_TOL, PhaseDiagram, PointTheory, Trajectory
+
+
+def num(value: float | None) -> str:
+    """A number whole: 6 significant digits, ``∞`` for infinity, ``n/a`` for undefined."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.6g}"
+
+
+_FATES = {
+    "fixed_point": "stable fixed point of the length map",
+    "marginal": "marginal: every q is a fixed point, q stays where it starts",
+    "unstable": "unstable fixed point (q0 sits on it)",
+    "vanishing": "q collapses to 0 (the signal vanishes)",
+    "explosion": "q grows without bound (no fixed point)",
+}
+
+
+def point_text(label: str, at: PointTheory, layers: Trajectory) -> str:
+    """The numbers at one (σw², σb²) and the per-layer prediction, one per line."""
+    rows = [
+        ("q*", at.q_star, f"{_FATES[at.fate]}, from q0 = {num(at.q0)}"),
+        ("χ₁", at.chi1, "σw²·E[φ′(√q* z)²]: gradient factor per layer (ordered < 1 < chaotic)"),
+        ("phase", None, f"ordered if χ₁ < 1, chaotic if χ₁ > 1, critical if |χ₁ − 1| ≤ {CRITICAL_TOL:g}"),
+        ("c*", at.c_star, "fixed point of the correlation map (1: inputs become aligned)"),
+        ("χ_c", at.chi_c, "slope of the correlation map at c*"),
+        ("ξ_q", at.xi_q, "depth scale of the approach to q*, layers: −1/ln(∂q_{l+1}/∂q_l at q*)"),
+        ("ξ_c", at.xi_c, "depth scale of correlations, layers: −1/ln χ_c"),
+    ]
+    lines = [f"{label}: σw² = {num(at.sw2)}, σb² = {num(at.sb2)} (mean-field, wide-network limit)"]
+    for name, value, meaning in rows:
+        shown = at.phase if name == "phase" else num(value)
+        lines.append(f"  {name:<5} = {shown:<11}  {meaning}")
+    lines.append(f"per layer, from q0 = {num(at.q0)}:")
+    lines.append(f"  {'layer':>5}  {'q_l':>12}  {'pre std':>12}  {'post std':>12}  {'χ_l':>12}")
+    for i, values in enumerate(zip(layers.q, layers.pre_std, layers.post_std, layers.chi, strict=True)):
+        lines.append(f"  {i:>5}  " + "  ".join(f"{num(v):>12}" for v in values))
+    return "\n".join(lines) + "\n"
+
+
+def point_json(label: str, at: PointTheory, layers: Trajectory) -> str:
+    return to_json({"activation": label, **asdict(at), "critical_tol": CRITICAL_TOL, "layers": [
+        {"layer": i, "q": q, "pre_std": pre, "post_std": post, "chi": chi}
+        for i, (q, pre, post, chi) in enumerate(zip(layers.q, layers.pre_std, layers.post_std, layers.chi,
+                                                    strict=True))
+    ]})
+
+
+def critical_text(label: str, given: str, value: float, found: float | None, at: PointTheory | None) -> str:
+    """``σw² = … at σb² = …`` on the edge of chaos, or why there is none."""
+    other = "σw²" if given == "σb²" else "σb²"
+    if found is None:
+        return (f"{label}: no {other} puts χ₁ = 1 at {given} = {num(value)} "
+                f"(searched {'[1e-3, 1e3]' if other == 'σw²' else '[0, 1e3]'})\n")
+    text = f"{label}: edge of chaos at {given} = {num(value)}: {other} = {num(found)}"
+    if at is not None:
+        text += f" (q* = {num(at.q_star)}, χ₁ = {num(at.chi1)})"
+    return text + "\n"
+
+
+def critical_json(label: str, sw2: float | None, sb2: float | None, at: PointTheory | None) -> str:
+    return to_json({"activation": label, "sw2": sw2, "sb2": sb2, "q_star": at.q_star if at else None,
+                    "chi1": at.chi1 if at else None})
+
+
+def phase_text(diagram: PhaseDiagram, files: list[Path]) -> str:
+    line = ", ".join(f"({num(b)}, {num(w)})" for b, w in zip(diagram.critical_sb2, diagram.critical_sw2, strict=True))
+    lines = [
+        f"{diagram.activation}: phase diagram over σw² ∈ [{num(diagram.sw2[0])}, {num(diagram.sw2[-1])}], "
+        f"σb² ∈ [{num(diagram.sb2[0])}, {num(diagram.sb2[-1])}]",
+        f"  critical line (σb², σw²): {line}",
+        *[f"  wrote {path}" for path in files],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def phase_json(diagram: PhaseDiagram, files: list[Path]) -> str:
+    names = {-1: "ordered", 0: "critical", 1: "chaotic"}
+    document: dict[str, Any] = {
+        "activation": diagram.activation, "sw2": diagram.sw2.tolist(), "sb2": diagram.sb2.tolist(),
+        "chi1": diagram.chi1.tolist(), "phase": [[names[int(v)] for v in row] for row in diagram.phase],
+        "xi_c": diagram.xi_c.tolist(), "critical_tol": diagram.tol,
+        "critical_line": [{"sb2": b, "sw2": w} for b, w in zip(diagram.critical_sb2.tolist(),
+                                                                diagram.critical_sw2.tolist(), strict=True)],
+        "files": [str(path) for path in files],
+    }
+    return to_json(document)

@@ -1,0 +1,402 @@
+"""Tests for initlab.theory (mean-field predictions) and its numerics (quadrature, numpy activations).
+
+Every expected value is recomputed by a second route: scipy's adaptive quadrature, closed forms
+(ReLU's arc-cosine kernel), Monte Carlo, weights drawn by torch, or wide networks run by initlab.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, optimize
+
+from initlab import theory as T
+from initlab.activations import REGISTRY, Activation, names, parse_activation
+from initlab.config import Config
+from initlab.elementwise import elementwise
+from initlab.runner import run
+from initlab.schemes import parse_scheme
+
+VARIANTS: list[str | dict[str, Any]] = [
+    *names(),
+    {"name": "leaky_relu", "negative_slope": 0.2},
+    {"name": "elu", "alpha": 0.5},
+    {"name": "gelu", "approximate": "tanh"},
+    {"name": "softplus", "beta": 2.0},
+]
+SMOOTH_AND_KINKED = ["tanh", "relu", "selu", "gelu", "sigmoid", {"name": "leaky_relu", "negative_slope": 0.2}]
+TANH = parse_activation("tanh")
+
+
+def _id(value: str | dict[str, Any]) -> str:
+    return parse_activation(value).label()
+
+
+def _density(x: float) -> float:
+    return math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def _quad(f: Any) -> float:
+    """E[f(z)] by scipy's adaptive quadrature, split at 0 (the kinks)."""
+    return sum(
+        integrate.quad(lambda x: f(x) * _density(x), lo, hi, epsabs=1e-14, epsrel=1e-12, limit=400)[0]
+        for lo, hi in ((-math.inf, 0.0), (0.0, math.inf))
+    )
+
+
+def _torch_fn(activation: Activation) -> Any:
+    fn = activation.function()
+    return lambda x: float(fn(torch.tensor([x], dtype=torch.float64))[0])
+
+
+def _torch_dphi(activation: Activation) -> Any:
+    fn = activation.function()
+
+    def d(x: float) -> float:
+        t = torch.tensor([x], dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(fn(t).sum(), t)
+        return float(g[0])
+
+    return d
+
+
+# --------------------------------------------------------------------------- numpy activations
+
+
+def test_every_registered_activation_has_a_numpy_form() -> None:
+    for name in REGISTRY:
+        elementwise(parse_activation(name))
+
+
+@pytest.mark.parametrize("spec", VARIANTS, ids=_id)
+def test_numpy_activation_and_derivatives_equal_torch_and_autograd(spec: str | dict[str, Any]) -> None:
+    activation = parse_activation(spec)
+    e = elementwise(activation)
+    x = np.linspace(-25.0, 25.0, 5001)
+    x = x[np.abs(x) > 1e-6]  # a.e. derivatives: not at the kink
+    t = torch.tensor(x, requires_grad=True)
+    y = activation.function()(t)
+    (d1,) = torch.autograd.grad(y.sum(), t, create_graph=True)
+    d2 = torch.autograd.grad(d1.sum(), t)[0] if d1.requires_grad else torch.zeros_like(t)
+    for mine, ref, rtol in ((e.phi, y, 1e-13), (e.dphi, d1, 1e-13), (e.ddphi, d2, 1e-8)):
+        expected = ref.detach().numpy()
+        np.testing.assert_allclose(mine(x), expected, rtol=rtol, atol=rtol)
+
+
+# --------------------------------------------------------------------------- 1-D expectations
+
+
+@pytest.mark.parametrize("spec", SMOOTH_AND_KINKED, ids=_id)
+@pytest.mark.parametrize("q", [0.3, 2.0, 7.5])
+def test_one_dimensional_expectations_match_scipy(spec: str | dict[str, Any], q: float) -> None:
+    activation = parse_activation(spec)
+    phi, dphi = _torch_fn(activation), _torch_dphi(activation)
+    s = math.sqrt(q)
+    assert T.length_map(activation, q, 1.7, 0.2)[0] == pytest.approx(1.7 * _quad(lambda z: phi(s * z) ** 2) + 0.2,
+                                                                     rel=1e-10)
+    assert T.chi1(activation, q, 1.7)[0] == pytest.approx(1.7 * _quad(lambda z: dphi(s * z) ** 2), rel=1e-10)
+    mean, second = _quad(lambda z: phi(s * z)), _quad(lambda z: phi(s * z) ** 2)
+    assert T.post_std(activation, q)[0] == pytest.approx(math.sqrt(second - mean**2), rel=1e-9)
+
+
+@pytest.mark.parametrize("spec", SMOOTH_AND_KINKED, ids=_id)
+def test_expectations_match_monte_carlo(spec: str | dict[str, Any]) -> None:
+    """neural-tangents style: a second, statistical route with its tolerance stated (5 standard errors)."""
+    activation = parse_activation(spec)
+    e = elementwise(activation)
+    rng = np.random.default_rng(0)
+    q, c, n = 1.8, 0.6, 1_000_000
+    z1, z2 = rng.standard_normal(n), rng.standard_normal(n)
+    u1, u2 = math.sqrt(q) * z1, math.sqrt(q) * (c * z1 + math.sqrt(1 - c * c) * z2)
+    for theory, samples in (
+        (T.length_map(e, q, 1.0, 0.0)[0], e.phi(u1) ** 2),
+        (T.chi1(e, q, 1.0)[0], e.dphi(u1) ** 2),
+        (T.correlation_map(e, c, q, 1.0, 0.0)[0], e.phi(u1) * e.phi(u2) / q),
+        (T.correlation_slope(e, c, q, 1.0)[0], e.dphi(u1) * e.dphi(u2)),
+    ):
+        se = samples.std() / math.sqrt(n)
+        assert abs(theory - samples.mean()) <= 5 * se + 1e-12, (theory, samples.mean(), se)
+
+
+# --------------------------------------------------------------------------- 2-D expectations
+
+
+@pytest.mark.parametrize("c", [-0.9, -0.3, 0.0, 0.25, 0.8, 0.999, 1.0])
+def test_relu_correlation_map_is_the_arc_cosine_kernel(c: float) -> None:
+    """Cho & Saul 2009: E[relu(u1)relu(u2)] = q/(2π)(sin θ + (π − θ)cos θ), E[step·step] = (π − θ)/(2π)."""
+    relu, q, theta = parse_activation("relu"), 2.3, math.acos(c)
+    kernel = (math.sin(theta) + (math.pi - theta) * math.cos(theta)) / (2 * math.pi)
+    assert T.correlation_map(relu, c, q, 2.0, 0.0)[0] == pytest.approx(2.0 * kernel, rel=1e-10, abs=1e-12)
+    assert T.correlation_slope(relu, c, q, 2.0)[0] == pytest.approx(2.0 * (math.pi - theta) / (2 * math.pi),
+                                                                    rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("c", [-0.5, 0.12, 0.7, 0.95])
+def test_tanh_correlation_map_matches_scipy_dblquad(c: float) -> None:
+    q, s = 4.0, math.sqrt(1 - c * c)
+
+    def integrand(z2: float, z1: float) -> float:
+        u1, u2 = math.sqrt(q) * z1, math.sqrt(q) * (c * z1 + s * z2)
+        return math.tanh(u1) * math.tanh(u2) * _density(z1) * _density(z2)
+
+    pair = integrate.dblquad(integrand, -12, 12, -12, 12, epsabs=1e-12, epsrel=1e-11)[0]
+    assert T.correlation_map(TANH, c, q, 2.5, 0.1)[0] == pytest.approx((2.5 * pair + 0.1) / q, rel=1e-8, abs=1e-10)
+
+
+def test_length_map_slope_is_the_derivative_of_the_length_map() -> None:
+    for spec in ("tanh", "selu", "gelu", "softplus"):
+        act, q, h = parse_activation(spec), 1.3, 1e-5
+        numeric = (T.length_map(act, q + h, 2.0, 0.0)[0] - T.length_map(act, q - h, 2.0, 0.0)[0]) / (2 * h)
+        assert T.length_map_slope(act, q, 2.0)[0] == pytest.approx(numeric, rel=1e-7)
+
+
+# --------------------------------------------------------------------------- published numbers
+
+
+def test_tanh_edge_of_chaos_at_bias_variance_0_05() -> None:
+    sw2 = T.critical_sigma_w2(TANH, 0.05)
+    assert sw2 is not None and sw2 == pytest.approx(1.761, abs=5e-4)
+    q_star = optimize.brentq(lambda q: sw2 * _quad(lambda z: math.tanh(math.sqrt(q) * z) ** 2) + 0.05 - q, 1e-3, 10)
+    chi = sw2 * _quad(lambda z: (1 - math.tanh(math.sqrt(q_star) * z) ** 2) ** 2)
+    assert chi == pytest.approx(1.0, abs=1e-9)
+    assert T.critical_sigma_b2(TANH, sw2) == pytest.approx(0.05, rel=1e-8)
+
+
+def test_tanh_chaotic_point_of_poole_et_al() -> None:
+    """σw = 2.5, σb² = 0.09: q* ≈ 4.079, χ₁ ≈ 1.585, c* ≈ 0.122; each checked by scipy at the returned value."""
+    at = T.point(TANH, 2.5**2, 0.09)
+    assert at.q_star == pytest.approx(4.079, abs=1e-3) and at.chi1 == pytest.approx(1.585, abs=1e-3)
+    assert at.c_star == pytest.approx(0.122, abs=1e-3) and at.phase == "chaotic"
+    s = math.sqrt(at.q_star)
+    assert 6.25 * _quad(lambda z: math.tanh(s * z) ** 2) + 0.09 == pytest.approx(at.q_star, rel=1e-10)
+    assert 6.25 * _quad(lambda z: (1 - math.tanh(s * z) ** 2) ** 2) == pytest.approx(at.chi1, rel=1e-10)
+    assert T.correlation_map(TANH, at.c_star, at.q_star, 6.25, 0.09)[0] == pytest.approx(at.c_star, abs=1e-12)
+    assert at.xi_c == pytest.approx(-1 / math.log(at.chi_c)) and 0 < at.chi_c < 1
+
+
+def test_phases_and_depth_scales() -> None:
+    relu = T.point(parse_activation("relu"), 2.0, 0.0)
+    assert relu.chi1 == pytest.approx(1.0, abs=1e-12) and relu.phase == "critical" and relu.xi_c == math.inf
+    ordered = T.point(TANH, 1.2, 0.3)
+    assert ordered.phase == "ordered" and ordered.c_star == 1.0 and ordered.chi_c == ordered.chi1
+    assert ordered.xi_q == pytest.approx(-1 / math.log(ordered.length_slope))
+    collapse = T.point(TANH, 0.8, 0.0)  # power-law collapse to q* = 0
+    assert collapse.fate == "vanishing" and collapse.q_star == 0.0 and collapse.chi1 == pytest.approx(0.8)
+    creep = T.point(parse_activation("relu"), 2.0, 0.1)  # q grows by σb² per layer: no fixed point
+    assert creep.fate == "explosion" and creep.q_star is None
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def _config(**model: Any) -> dict[str, Any]:
+    return {"name": "t", "seed": 0, "model": {"depth": 6, "width": 64, **model}, "data": {"batch_size": 8}}
+
+
+@pytest.mark.parametrize(
+    ("scheme", "activation"),
+    [("default", "tanh"), ("xavier_uniform", "tanh"), ({"scheme": "xavier_normal", "gain": "auto"}, "tanh"),
+     ("kaiming_normal", "relu"), ({"scheme": "kaiming_uniform", "nonlinearity": "auto"}, "leaky_relu"),
+     ({"scheme": "normal", "std": 0.05}, "tanh"), ({"scheme": "uniform", "a": -0.1, "b": 0.1}, "tanh"),
+     ({"scheme": "trunc_normal", "std": 0.08, "a": -0.1, "b": 0.1}, "tanh"), ({"scheme": "sparse", "sparsity": 0.3,
+                                                                              "std": 0.06}, "tanh"),
+     ({"scheme": "lecun_normal", "gain": 1.3}, "selu"), ({"scheme": "orthogonal", "gain": 1.2}, "tanh")],
+    ids=str,
+)
+def test_sigma_w2_equals_the_variance_of_drawn_weights(scheme: Any, activation: str) -> None:
+    """Draw a 512 x 512 weight with the scheme itself: Var(W)·fan_in is σw² within sampling error."""
+    n, act, chosen = 512, parse_activation(activation), parse_scheme(scheme)
+    weight = torch.empty(n, n, dtype=torch.float64)
+    chosen.init_(weight, act, torch.Generator().manual_seed(1))
+    if chosen.scheme == "default":
+        from initlab.schemes import linear_default_
+
+        linear_default_(weight, None, torch.Generator().manual_seed(1))
+    measured = float(weight.var()) * n
+    assert T.sigma_w2(chosen, act, n) == pytest.approx(measured, rel=0.02)
+
+
+@pytest.mark.parametrize("scheme", [{"scheme": "constant", "val": 0.3}, "ones", {"scheme": "normal", "mean": 0.01},
+                                    {"scheme": "uniform", "a": 0.0, "b": 1.0}])
+def test_theory_does_not_apply_to_weights_with_a_mean(scheme: Any) -> None:
+    config = Config.model_validate({**_config(), "init": scheme if isinstance(scheme, dict) else {"scheme": scheme}})
+    prediction = T.predict(config, 1.0)
+    assert not prediction.applicable and prediction.q == [] and prediction.chi1 is None
+    assert prediction.reason is not None and "mean-field" in prediction.reason
+
+
+def test_relu_kaiming_is_critical_and_linear_keeps_the_input_second_moment() -> None:
+    relu = Config.model_validate({**_config(activation="relu"), "init": {"scheme": "kaiming_normal"}})
+    prediction = T.predict(relu, 1.0)
+    assert prediction.chi1 == pytest.approx(1.0, abs=1e-12) and prediction.phase == "critical"
+    assert prediction.log_std_spread == pytest.approx(0.5 * math.sqrt(5 * 6 / 64))
+    data = {"batch_size": 8, "distribution": "uniform", "low": -0.5, "high": 2.0}
+    linear = Config.model_validate({**_config(), "init": {"scheme": "normal", "std": 1 / 8}, "data": data})
+    ex2 = T.input_second_moment(linear.data)
+    assert ex2 == pytest.approx(np.random.default_rng(0).uniform(-0.5, 2.0, 2_000_000).__pow__(2).mean(), rel=2e-3)
+    assert T.predict(linear, ex2).q == pytest.approx([ex2] * 6, rel=1e-13)
+
+
+def test_tanh_xavier_five_thirds_settles_at_post_std_0_6513() -> None:
+    config = Config.model_validate({**_config(activation="tanh", depth=60),
+                                    "init": {"scheme": "xavier_uniform", "gain": 5 / 3}})
+    prediction = T.predict(config, 1.0)
+    assert prediction.post_std[-1] == pytest.approx(0.6513, abs=5e-5)
+    s = math.sqrt(prediction.q[-1])
+    assert prediction.post_std[-1] == pytest.approx(math.sqrt(_quad(lambda z: math.tanh(s * z) ** 2)), rel=1e-10)
+
+
+# --------------------------------------------------------------------------- theory against networks
+
+
+def _wide(activation: str, weight: dict[str, Any], bias: dict[str, Any] | None) -> Config:
+    model = {"depth": 24, "width": 1024, "activation": activation, "bias": bias is not None}
+    init = {**weight, **({"bias": bias} if bias else {})}
+    return Config.model_validate({"name": "wide", "seed": 0, "model": model, "init": init,
+                                  "data": {"batch_size": 512}})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("gain", "bias"),
+    [(1.5, None), (5 / 3, {"scheme": "normal", "std": 0.3}), (2.5, {"scheme": "normal", "std": 0.3})],
+    ids=["gain1.5", "gain5/3+bias", "gain2.5+bias"],
+)
+def test_wide_tanh_network_follows_the_predicted_std_at_every_layer(gain: float, bias: dict[str, Any] | None) -> None:
+    """Width 1024, batch 512, 24 blocks: finite-width fluctuations are O(1/√n) ≈ 3 %."""
+    result = run(_wide("tanh", {"scheme": "xavier_normal", "gain": gain}, bias))
+    layers = result.layers
+    assert np.abs(np.log(layers["std"] / layers["theory_std"])).max() <= 0.03
+    assert np.abs(np.log(layers["pre_std"] / layers["theory_pre_std"])).max() <= 0.05
+
+
+@pytest.mark.slow
+def test_wide_relu_network_stays_within_the_finite_width_drift() -> None:
+    """ReLU at Kaiming is critical: no restoring force, so the std random-walks by Hanin–Rolnick's amount."""
+    result = run(_wide("relu", {"scheme": "kaiming_normal"}, None))
+    assert result.theory is not None and result.theory.log_std_spread is not None
+    drift, spread = result.theory.log_std_drift, result.theory.log_std_spread
+    assert drift is not None
+    error = np.log(result.layers["std"] / result.layers["theory_std"])
+    assert np.abs(error).max() <= abs(drift) + 3 * spread
+    predicted = result.layers["theory_std"].to_numpy()
+    assert np.ptp(predicted) <= 1e-12 * predicted[0]  # q_l is the same at every layer
+
+
+def test_hanin_rolnick_spread_matches_monte_carlo_over_narrow_relu_nets() -> None:
+    """1000 independent ReLU nets (width 64, 12 blocks, N(0, 2/n) weights) in plain torch."""
+    n, blocks, trials = 64, 12, 1000
+    generator = torch.Generator().manual_seed(0)
+    h = torch.randn(trials, n, 1, generator=generator, dtype=torch.float64)
+    start = h.square().mean((1, 2))
+    for layer in range(blocks):
+        weight = torch.randn(trials, n, n, generator=generator, dtype=torch.float64) * math.sqrt(2 / n)
+        h = weight @ (torch.relu(h) if layer else h)
+        if layer == 0:
+            start = h.square().mean((1, 2))
+    log_std = (0.5 * torch.log(h.square().mean((1, 2)) / start)).numpy()
+    drift, spread = T.finite_width_log_std([n] * (blocks - 1))
+    se = spread / math.sqrt(trials)
+    assert log_std.mean() == pytest.approx(drift, abs=5 * se + 0.02)
+    assert log_std.std() == pytest.approx(spread, rel=0.1)
+
+
+def test_run_writes_theory_columns_and_summary_and_keeps_measured_columns() -> None:
+    base = {"name": "t", "seed": 3, "model": {"depth": 6, "width": 32, "activation": "tanh"},
+            "init": {"scheme": "xavier_uniform", "gain": 5 / 3}, "data": {"batch_size": 8}}
+    result = run(Config.model_validate(base))
+    measured = [c for c in result.layers.columns if not c.startswith("theory_")]
+    assert list(result.layers.columns) == [*measured, "theory_pre_std", "theory_std"]
+    assert result.summary["theory"]["phase"] == "chaotic" and result.summary["theory"]["q_star"] > 0
+    constant = run(Config.model_validate({**base, "init": {"scheme": "constant", "val": 0.1}}))
+    assert constant.layers["theory_std"].isna().all() and constant.summary["theory"]["applicable"] is False
+    assert constant.summary["theory"]["chi1"] is None
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _invoke(*args: str, columns: int = 120) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from initlab.cli import app
+
+    result = CliRunner().invoke(app, ["theory", *args], env={"COLUMNS": str(columns)})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_theory_command_prints_every_number_whole_even_in_a_narrow_terminal() -> None:
+    code, out, err = _invoke("tanh", "--sw2", "6.25", "--sb2", "0.09", "--depth", "4", columns=20)
+    assert code == 0, err
+    for name, value in (("q*", "4.07912"), ("χ₁", "1.58522"), ("c*", "0.122104"), ("phase", "chaotic")):
+        assert re.search(rf"^  {re.escape(name)}\s+= {re.escape(value)}\b", out, re.MULTILINE), (name, out)
+    assert len([line for line in out.splitlines() if re.match(r"^\s+\d+\s+\d", line)]) == 4
+
+
+def test_theory_json_matches_the_library() -> None:
+    code, out, _ = _invoke("relu", "--sw2", "2", "--json", "--depth", "3")
+    doc = json.loads(out)
+    assert code == 0 and doc["phase"] == "critical" and doc["chi1"] == pytest.approx(1.0)
+    assert doc["xi_c"] is None  # ∞ is not JSON: null
+    assert [row["q"] for row in doc["layers"]] == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_theory_critical_both_ways() -> None:
+    code, out, _ = _invoke("tanh", "--critical", "--sb2", "0.05")
+    assert code == 0 and "σw² = 1.76095" in out
+    code, out, _ = _invoke("tanh", "--critical", "--sw2", "1.7609546396", "--json")
+    assert code == 0 and json.loads(out)["sb2"] == pytest.approx(0.05, rel=1e-6)
+    code, out, _ = _invoke("tanh", "--critical", "--sw2", "0.5")
+    assert code == 0 and "no σb² puts χ₁ = 1" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["tanh", "--critical", "--sw2", "1", "--sb2", "1"], "not both"), (["tanh", "--sw2", "nan"], "--sw2"),
+     (["tanh", "--q0", "0"], "--q0"), (["tanh", "--phase", "--critical"], "separate"),
+     (["swish2"], "unknown activation"), (["leaky_relu", "--param", "negative_slope=-1"], "negative_slope")],
+)
+def test_theory_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    code, out, err = _invoke(*args)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_theory_command_imports_no_torch() -> None:
+    code = ("import sys; from typer.testing import CliRunner; from initlab.cli import app; "
+            "r = CliRunner().invoke(app, ['theory', 'tanh', '--critical', '--sb2', '0.05']); assert r.exit_code == 0; "
+            "print(sorted(m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_theory_phase_writes_png_and_svg(tmp_path: Path) -> None:
+    code, out, err = _invoke("tanh", "--phase", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    line = {round(p["sb2"], 6): p["sw2"] for p in doc["critical_line"]}
+    assert line[0.0] == pytest.approx(1.0, abs=1e-6) and line[0.5] == pytest.approx(
+        T.critical_sigma_w2(TANH, 0.5), rel=1e-6)
+    assert {"ordered", "chaotic"} <= set(doc["phase"][0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theory-phase-tanh.png", "theory-phase-tanh.svg"]
+
+
+def test_phase_diagram_regions_agree_with_chi1_and_its_svg_is_reproducible() -> None:
+    from initlab.phase_plot import phase_plot_files
+
+    diagram = T.phase_diagram(TANH, np.linspace(0.5, 4.0, 8), np.linspace(0.0, 0.3, 4), line_points=3)
+    for i, b2 in enumerate(diagram.sb2):
+        for j, w2 in enumerate(diagram.sw2):
+            fine = T.phase_of(float(T.chi1_grid(TANH, w2, b2)[0]))  # the fine rule, not the grid's
+            expected = {"ordered": -1, "critical": 0, "chaotic": 1}[fine]
+            assert diagram.phase[i, j] == expected
+    assert phase_plot_files(diagram)["svg"] == phase_plot_files(diagram)["svg"]
