@@ -7,13 +7,18 @@ Heavy modules (torch, pandas, the runner) are imported inside the commands so th
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+from initlab.limits import MAX_RUNS, check_seeds
 
 if TYPE_CHECKING:
     from initlab.compare import SweepFolder
@@ -23,14 +28,34 @@ app = typer.Typer(
     name="initlab",
     help="Weight-initialization studies in PyTorch: does the signal explode, vanish or stay stable?",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
 
 
+def _print_version(wanted: bool) -> None:
+    if not wanted:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from initlab import __version__
+
+    try:  # the installed distribution's metadata: no torch import, so this stays instant
+        torch = f" (torch {version('torch')})"
+    except PackageNotFoundError:
+        torch = ""
+    typer.echo(f"initlab {__version__}{torch}")
+    raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """Weight-initialization studies in PyTorch: does the signal explode, vanish or stay stable?"""
 
 
@@ -64,13 +89,48 @@ def device_overrides(device: str | None, devices: str | None) -> list[Override]:
     return out
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what a batch scheduler sends), raised where Ctrl-C's KeyboardInterrupt would be,
+    so that both stop a command the same way: finished work kept, nothing half-written."""
+
+
+#: Exit codes of an interrupted command: the shell's 128 + signal number.
+EXIT_INTERRUPTED = 130  # SIGINT, Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only, where signals go)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def interrupted_code(err: KeyboardInterrupt) -> int:
+    """143 for SIGTERM, 130 for Ctrl-C."""
+    return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
+
+
 @contextmanager
 def user_errors(debug: bool) -> Iterator[None]:
-    """Turn initlab's user-facing errors into one line each on stderr and exit code 2."""
+    """Turn initlab's user-facing errors into one line each on stderr and exit code 2; Ctrl-C and
+    SIGTERM into one line and exit code 130 or 143 (results folders are staged: none is half-written)."""
     from initlab.errors import ConfigError, InitlabError
 
     try:
-        yield
+        with _sigterm_as_interrupt():
+            yield
     except InitlabError as err:
         if debug:
             raise
@@ -78,6 +138,11 @@ def user_errors(debug: bool) -> Iterator[None]:
         for line in lines:
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt as err:
+        if debug:
+            raise
+        typer.echo("terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted", err=True)
+        raise typer.Exit(interrupted_code(err)) from None
 
 
 @app.command()
@@ -106,14 +171,14 @@ def run(
         from rich.console import Console
 
         from initlab import report
-        from initlab.results import check_writable, save_study
+        from initlab.results import check_creatable, save_study
 
         if save:  # before the study runs, not after: a long run's results are not lost
-            check_writable(out / resolved.name)
+            check_creatable(out / resolved.name)
         from initlab.runner import run_seeds
 
         study = run_seeds(resolved, seeds)
-        folder = save_study(study, out, sys.argv) if save else None
+        folder = save_study(study, out, sys.argv, overrides or []) if save else None
         if json_output:
             typer.echo(report.study_json(study, folder), nl=False)
         elif seeds == 1:
@@ -145,7 +210,7 @@ def gain(
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="One table for every registered activation.")] = False,
     samples: Annotated[int, typer.Option("--samples", min=3, help="Samples of the std-ratio estimate.")] = 1_000_000,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the std-ratio samples.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the std-ratio samples (up to 2**64-1).")] = 0,
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -159,6 +224,7 @@ def gain(
             raise InitlabError("give one ACTIVATION or --all (valid: " + ", ".join(activations.names()) + ")")
         if all_ and param:
             raise InitlabError("--param applies to one ACTIVATION, not --all")
+        check_seeds(seed, 1, "--seed")
         if activation is not None:
             chosen = [parse_cli_choice("activation", {"name": activation, **_parse_params(param or [])}, "gain")]
         else:
@@ -225,6 +291,9 @@ def compare(
         str | None,
         typer.Option("--layers", help="Layers of the std table, e.g. 0,10,-1. Default: 0, 1, 10%, 50%, last."),
     ] = None,
+    max_runs: Annotated[
+        int, typer.Option("--max-runs", min=1, help="Refuse sweeps of more cell runs (cells x seeds) than this.")
+    ] = MAX_RUNS,
     out: Annotated[Path | None, typer.Option("--out", help="Root folder of results. [default: results]")] = None,
     resume: Annotated[
         Path | None,
@@ -254,7 +323,7 @@ def compare(
             plan = sweeps.plan_from_options(
                 config, schemes=schemes, activations=activations, depth=depth, width=width, batch_size=batch_size,
                 bias=bias, activation=activation, seed=seed, seeds=seeds, depths=depths, widths=widths,
-                overrides=device_overrides(device, devices),
+                overrides=device_overrides(device, devices), max_runs=max_runs,
             )
         sweeps.check_layers(chosen, plan.axes["depths"])
         if resume is None and save:  # only now: bad input above writes nothing
@@ -262,8 +331,8 @@ def compare(
         with _progress_bar(not json_output and len(plan.runs) > 1) as progress:
             try:
                 comparison = sweeps.sweep(plan, folder, progress)
-            except KeyboardInterrupt:
-                _interrupted(folder, len(plan.runs))
+            except KeyboardInterrupt as err:
+                _interrupted(folder, len(plan.runs), interrupted_code(err))
         from rich.console import Console
 
         from initlab import report
@@ -395,15 +464,16 @@ def _progress_bar(wanted: bool) -> Iterator[Callable[[int, int, object], None] |
         yield update
 
 
-def _interrupted(folder: SweepFolder | None, total: int) -> NoReturn:
-    """Say what an interrupted sweep kept and how to finish it; exit 130 (the shell's code for Ctrl-C)."""
+def _interrupted(folder: SweepFolder | None, total: int, code: int) -> NoReturn:
+    """Say what an interrupted sweep kept and how to finish it; exit ``code`` (130 Ctrl-C, 143 SIGTERM)."""
+    what = "terminated (SIGTERM)" if code == EXIT_TERMINATED else "interrupted"
     if folder is None:
-        typer.echo("interrupted; nothing was written (--no-save)", err=True)
+        typer.echo(f"{what}; nothing was written (--no-save)", err=True)
     else:
         done = len(folder.finished())
-        typer.echo(f"interrupted: {done} of {total} cell runs are written in {folder.path}", err=True)
+        typer.echo(f"{what}: {done} of {total} cell runs are written in {folder.path}", err=True)
         typer.echo(f"resume with: initlab compare --resume {folder.path}", err=True)
-    raise typer.Exit(130)
+    raise typer.Exit(code)
 
 
 def main() -> None:

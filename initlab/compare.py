@@ -27,6 +27,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,8 +50,9 @@ from initlab.config import (
     to_yaml,
 )
 from initlab.errors import InitlabError
+from initlab.limits import MAX_RUNS, check_seeds
 from initlab.regimes import Trace, Verdict, classify, with_theory
-from initlab.results import csv_text, git_commit, run_id, to_json, write_folder
+from initlab.results import FolderLock, csv_text, git_commit, run_id, to_json, write_folder
 from initlab.schemes import Scheme
 from initlab.schemes import names as scheme_names
 
@@ -169,11 +171,13 @@ def plan_from_options(
     depths: str | None = None,
     widths: str | None = None,
     overrides: Sequence[str | Override] = (),
+    max_runs: int = MAX_RUNS,
 ) -> Plan:
     """The plan of ``initlab compare`` from its options as typed, every check made before any run.
 
     A bad spec, a base flag next to the axis that replaces it (``--depth`` with
-    ``--depths``), or a device that is not here is an :class:`InitlabError`.
+    ``--depths``), a device that is not here, seeds torch cannot take, more than ``max_runs``
+    cell runs, or a cell too large for memory is an :class:`InitlabError`.
     """
     from initlab.devices import usable
 
@@ -182,18 +186,54 @@ def plan_from_options(
         bias=bias, activation=_one(activation, activations, "activation"), seed=seed, overrides=overrides,
     )
     usable(base)  # no CUDA, a bad id or dtype: one error now, not one per cell
-    return plan_sweep(
-        base, parse_schemes(_required(schemes)), parse_activations(activations) if activations else (),
-        parse_ints(depths, "--depths") if depths else (), parse_ints(widths, "--widths") if widths else (), seeds,
-    )
+    axes = (parse_schemes(_required(schemes)), parse_activations(activations) if activations else [],
+            parse_ints(depths, "--depths") if depths else [], parse_ints(widths, "--widths") if widths else [])
+    check_size([len(axis) or 1 for axis in axes], seeds, max_runs)
+    check_seeds(base.seed, seeds, "--seed/--seeds")
+    plan = plan_sweep(base, *axes, seeds=seeds)
+    check_feasible(plan)
+    return plan
+
+
+def check_size(lengths: Sequence[int], seeds: int, max_runs: int) -> None:
+    """Refuse, before planning anything, a sweep of more than ``max_runs`` cell runs."""
+    count = seeds
+    for length in lengths:
+        count *= length
+    if count > max_runs:
+        names = ["scheme", "activation", "depth", "width", "seed"]
+        shape = " x ".join(f"{n:,} {axis}{'s' if n != 1 else ''}"
+                           for n, axis in zip([*lengths, seeds], names, strict=True) if n != 1 or axis == "scheme")
+        raise InitlabError(f"the sweep has {count:,} cell runs ({shape}), more than --max-runs {max_runs:,}; "
+                           f"give --max-runs {count} to run it anyway")
+
+
+def check_feasible(plan: Plan) -> None:
+    """Refuse a plan with a cell that cannot fit in memory, checked once per distinct network size."""
+    from initlab.devices import check_memory, usable
+
+    checked: set[tuple[int, int]] = set()
+    for run in plan.runs:
+        if run.config is None or (run.depth, run.width) in checked:
+            continue
+        checked.add((run.depth, run.width))
+        try:
+            check_memory(run.config, usable(run.config))
+        except InitlabError as err:
+            raise InitlabError(f"cell depth {run.depth}, width {run.width}: {err}") from None
 
 
 def resume(path: Path, argv: Sequence[str], given: dict[str, object]) -> tuple[SweepFolder, Plan]:
-    """The folder and plan of an earlier sweep; ``given`` are the other options, which must be unset."""
+    """The folder and plan of an earlier sweep; ``given`` are the other options, which must be unset.
+
+    The folder is not locked yet: enter it (``with folder:``) around the work.
+    """
     extra = [name for name, value in given.items() if value is not None]
     if extra:
         raise InitlabError(f"--resume takes the sweep from its folder; drop {', '.join(extra)}")
-    return SweepFolder.open(path, argv)
+    folder, plan = SweepFolder.open(path, argv)
+    check_feasible(plan)
+    return folder, plan
 
 
 def check_layers(chosen: list[int] | None, depths: list[int]) -> None:
@@ -335,6 +375,7 @@ def plan_sweep(
     """
     if not schemes:
         raise InitlabError("give at least one scheme")
+    check_seeds(base.seed, seeds, "seeds")
     acts = list(activations) or [base.model.activation]
     axes: dict[str, list[Any]] = {
         "schemes": [s.label() for s in schemes], "activations": [a.label() for a in acts],
@@ -416,8 +457,14 @@ def sweep(plan: Plan, folder: SweepFolder | None = None, progress: Progress | No
     """Run every cell of ``plan`` not yet in ``folder`` and aggregate all that are finished.
 
     Each finished cell is written to ``folder`` at once; the aggregates are written at the
-    end, and also when a KeyboardInterrupt stops the sweep (which is then re-raised).
+    end, and also when a KeyboardInterrupt stops the sweep (which is then re-raised). The
+    folder is locked meanwhile: another process sweeping it is refused with an InitlabError.
     """
+    with folder.lock() if folder is not None else nullcontext():
+        return _sweep(plan, folder, progress)
+
+
+def _sweep(plan: Plan, folder: SweepFolder | None, progress: Progress | None) -> Comparison:
     from initlab.model import ConstructionDraws
 
     started = time.perf_counter()
@@ -622,13 +669,19 @@ class SweepFolder:
 
     The folder is created with its plan (atomically); each cell run is staged and renamed
     into ``cells/`` when complete; aggregate files are replaced atomically, so every file
-    that exists is whole, whenever the sweep stops.
+    that exists is whole, whenever the sweep stops. While :func:`sweep` works in it, the
+    folder holds a lock file (``.lock``, :class:`~initlab.results.FolderLock`), so a second
+    sweep of the same folder is refused rather than doing the work twice.
     """
 
     def __init__(self, path: Path, argv: Sequence[str], resumed: bool) -> None:
         self.path = path
         self.argv = list(argv)
         self.resumed = resumed
+
+    def lock(self) -> FolderLock:
+        """The folder's lock (not yet taken): ``with folder.lock():`` around the work."""
+        return FolderLock(self.path)
 
     @classmethod
     def create(cls, root: Path, plan: Plan, argv: Sequence[str]) -> SweepFolder:

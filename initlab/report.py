@@ -98,7 +98,7 @@ def print_run(console: Console, layers: pd.DataFrame, summary: dict[str, Any], e
     console.print(layer_table(layers, summary, every))
     console.print(verdict_line(summary))
     if folder is not None:
-        console.print(f"results: {folder}")
+        console.print(f"results: {folder}", soft_wrap=True)  # a path is never wrapped: it is copied
 
 
 def run_json(layers: pd.DataFrame, summary: dict[str, Any], config: dict[str, Any], folder: Path | None) -> str:
@@ -378,7 +378,7 @@ def print_compare(
     for table in std_tables(comparison.traces, axes, layers):
         console.print(table)
     if folder is not None:
-        console.print(f"results: {folder}")
+        console.print(f"results: {folder}", soft_wrap=True)  # a path is never wrapped: it is copied
 
 
 def compare_json(comparison: Comparison, folder: Path | None) -> str:

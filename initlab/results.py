@@ -8,12 +8,17 @@ same bytes; non-finite values become empty CSV cells and JSON nulls, never NaN t
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
+import re
+import secrets
 import shutil
+import socket
 import subprocess
-import tempfile
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,9 +73,24 @@ def git_commit(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def run_id(when: datetime, seed: int) -> str:
-    """A sortable folder name: UTC start time and seed."""
-    return f"{when.astimezone(timezone.utc):%Y%m%d-%H%M%S}-s{seed}"
+#: Longest list of overrides spelled out in a run id; a longer one becomes a hash (meta.json has it whole).
+ID_OVERRIDES_MAX = 80
+
+
+def run_id(when: datetime, seed: int, overrides: Sequence[str] = ()) -> str:
+    """A sortable folder name: UTC start time, seed and the command-line overrides, if any.
+
+    ``20261123-140102-s1+init.scheme=normal+init.std=0.0625``: characters a file system or a
+    shell may mind become ``_``; past :data:`ID_OVERRIDES_MAX` characters the overrides are
+    replaced by ``o`` and 10 hex digits of their sha256, so the name stays short.
+    """
+    ident = f"{when.astimezone(timezone.utc):%Y%m%d-%H%M%S}-s{seed}"
+    if not overrides:
+        return ident
+    tail = "+".join(re.sub(r"[^A-Za-z0-9._=-]+", "_", item) for item in overrides)
+    if len(tail) > ID_OVERRIDES_MAX:
+        tail = "o" + hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:10]
+    return f"{ident}+{tail}"
 
 
 def check_writable(root: Path) -> None:
@@ -82,15 +102,52 @@ def check_writable(root: Path) -> None:
         raise InitlabError(f"results folder {root}: cannot write in {existing} (see --out)")
 
 
-def write_folder(root: Path, name: str, ident: str, files: dict[str, str] | dict[str, str | bytes]) -> Path:
-    """Write ``files`` into a new ``root/name/ident[-k]`` folder, atomically; return it."""
-    parent = root / name
+def check_creatable(parent: Path) -> None:
+    """Prove, before any work, that result folders can be made in ``parent``, and leave nothing.
+
+    Makes ``parent`` (and its missing parents) and a staging folder in it, then removes what
+    it made: a read-only file system, ``/proc`` or a missing permission is found now, not
+    after the study.
+    """
+    check_writable(parent)
+    missing = [p for p in (parent, *parent.absolute().parents) if not p.exists()]  # deepest first
+    try:
+        _make_stage(_make_parent(parent), "probe").rmdir()
+    finally:
+        for made in missing:
+            try:
+                made.rmdir()
+            except OSError:  # not made by us after all, or another run is filling it
+                break
+
+
+def _make_parent(parent: Path) -> Path:
     check_writable(parent)
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InitlabError(f"cannot create the results folder {parent}: {err.strerror}") from None
-    stage = Path(tempfile.mkdtemp(prefix=f".{ident}.", suffix=".tmp", dir=parent))
+    return parent
+
+
+def _make_stage(parent: Path, ident: str) -> Path:
+    """A new hidden folder in ``parent``, made with the umask's permissions (mkdtemp would force 0700)."""
+    for _ in range(100):
+        stage = parent / f".{ident}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            stage.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise InitlabError(f"cannot create a results folder in {parent}: {err.strerror}") from None
+        return stage
+    raise InitlabError(f"cannot create a results folder in {parent}: no free staging name")
+
+
+def write_folder(root: Path, name: str, ident: str, files: dict[str, str] | dict[str, str | bytes]) -> Path:
+    """Write ``files`` into a new ``root/name/ident[-k]`` folder, atomically; return it."""
+    parent = _make_parent(root / name)
+    stage = _make_stage(parent, ident)
     try:
         for filename, text in files.items():
             if isinstance(text, bytes):  # figures
@@ -127,14 +184,22 @@ def study_files(config: Config, layers: pd.DataFrame, summary: dict[str, Any], m
 
 
 def save_run(
-    result: Result, root: Path, argv: Sequence[str], extra: dict[str, str | bytes] | None = None
+    result: Result,
+    root: Path,
+    argv: Sequence[str],
+    overrides: Sequence[str] = (),
+    extra: dict[str, str | bytes] | None = None,
 ) -> Path:
     """Save a :class:`~initlab.runner.Result` (and ``extra`` files, replacing any of the same name)
-    under ``root``; return its folder."""
-    meta = {**result.meta, "argv": list(argv), "git_commit": git_commit()}
+    under ``root``; return its folder.
+
+    ``overrides`` (as typed on the command line) name the folder along with the start time
+    and seed, so that a folder says what it holds; meta.json lists them whole.
+    """
+    meta = {**result.meta, "argv": list(argv), "overrides": list(overrides), "git_commit": git_commit()}
     started = datetime.fromisoformat(meta["started"])
     files: dict[str, str | bytes] = {**study_files(result.config, result.layers, result.summary, meta), **(extra or {})}
-    return write_folder(root, result.config.name, run_id(started, result.config.seed), files)
+    return write_folder(root, result.config.name, run_id(started, result.config.seed, overrides), files)
 
 
 def study_extra_files(study: SeedStudy) -> dict[str, str | bytes]:
@@ -158,6 +223,122 @@ def study_extra_files(study: SeedStudy) -> dict[str, str | bytes]:
     return files
 
 
-def save_study(study: SeedStudy, root: Path, argv: Sequence[str]) -> Path:
+def save_study(study: SeedStudy, root: Path, argv: Sequence[str], overrides: Sequence[str] = ()) -> Path:
     """Save an ``initlab run`` study (one seed or several) under ``root``; return its folder."""
-    return save_run(study.runs[0], root, argv, study_extra_files(study))
+    return save_run(study.runs[0], root, argv, overrides, study_extra_files(study))
+
+# ---------------------------------------------------------------- lock
+
+#: The lock file of a results folder that a process is writing (``initlab compare``).
+LOCK_NAME = ".lock"
+#: An empty lock file older than this is a crash between creating it and writing it.
+_EMPTY_LOCK_GRACE_S = 10.0
+
+
+def _lock_text() -> str:
+    """What a lock file holds: the holder's pid and host (JSON)."""
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n"
+
+
+class FolderLock:
+    """``<folder>/.lock``: at most one process writes a results folder at a time.
+
+    The file is created with ``O_CREAT | O_EXCL`` (atomic, also over NFS v3+) and holds the
+    holder's pid and host. A lock whose pid is not alive on this host is stale (a killed
+    process) and is taken over; a lock held on another host cannot be checked and is
+    respected. Use as a context manager, or :meth:`acquire` and :meth:`release`.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> None:
+        """Take the lock, or raise an :class:`InitlabError` naming the holder."""
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                seen = _read(self.path)
+                if seen is None or not _stale(self.path, seen):
+                    raise InitlabError(self._busy(seen)) from None
+                _take_over(self.path, seen)
+                continue
+            except OSError as err:
+                raise InitlabError(f"cannot lock {self.path.parent}: {err.strerror}") from None
+            with os.fdopen(fd, "w", encoding="utf-8") as lock:
+                lock.write(_lock_text())
+            self.held = True
+            return
+        raise InitlabError(f"cannot lock {self.path.parent}: its lock file keeps changing")
+
+    def release(self) -> None:
+        """Remove the lock file if this process holds it."""
+        if self.held and _read(self.path) == _lock_text():
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def _busy(self, seen: str | None) -> str:
+        holder = _holder(seen or "")
+        who = f"initlab pid {holder[0]} on {holder[1]}" if holder else "another process"
+        return (f"{self.path.parent} is in use by {who} (lock file {self.path}); wait for it to finish, "
+                "or delete the lock file if that process is gone")
+
+    def __enter__(self) -> FolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def _holder(text: str) -> tuple[int, str] | None:
+    try:
+        data = json.loads(text)
+        return int(data["pid"]), str(data["host"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _stale(path: Path, text: str) -> bool:
+    """Whether the lock's holder is surely gone: a dead pid on this host, or an old empty file."""
+    holder = _holder(text)
+    if holder is None:
+        try:
+            return time.time() - path.stat().st_mtime > _EMPTY_LOCK_GRACE_S
+        except FileNotFoundError:
+            return True
+    pid, host = holder
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _take_over(path: Path, seen: str) -> None:
+    """Remove the stale lock ``seen`` without ever removing a fresh one another process just took.
+
+    The lock is renamed aside (atomic: of two racing processes one gets it), and put back if
+    what was moved is not the stale lock that was judged.
+    """
+    aside = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.stale")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:  # another process took it over first
+        return
+    if _read(aside) != seen:
+        with contextlib.suppress(OSError):
+            os.link(aside, path)
+    aside.unlink(missing_ok=True)
