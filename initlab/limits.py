@@ -10,6 +10,8 @@ MAX_SEED = 2**64 - 1
 #: ``initlab compare`` refuses sweeps of more cell runs than this unless ``--max-runs`` raises it:
 #: planning alone holds a resolved config per run (about 50 kB each).
 MAX_RUNS = 100_000
+#: ``initlab run --seeds`` holds every seed's results in memory (about 100 kB each at the classic size).
+MAX_STUDY_SEEDS = 10_000
 
 
 def check_seeds(first: int, count: int, what: str) -> None:

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from initlab import __version__, devices
 from initlab.config import Config
 from initlab.errors import InitlabError
+from initlab.limits import MAX_STUDY_SEEDS, check_seeds
 from initlab.model import ConstructionDraws, build, draw_input, probe_targets
 from initlab.probes import ForwardProbe, Record, histogram_edges, statistics_for
 from initlab.regimes import Trace, Verdict, judge
@@ -245,17 +245,13 @@ def run_seeds(config: Config, seeds: int, progress: Callable[[int, int], None] |
     """Run ``config`` with seeds ``config.seed`` .. ``config.seed + seeds - 1``; nothing is printed or written."""
     from initlab.compare import CELL_KEYS, median_traces, median_verdict
 
-    if seeds < 1:
-        raise InitlabError(f"--seeds {seeds}: need at least 1")
-    raw = config.model_dump(mode="json")
-    try:  # every seed's config is checked before any runs
-        configs = [config] + [Config.model_validate({**raw, "seed": config.seed + i}) for i in range(1, seeds)]
-    except ValidationError as err:
-        last = config.seed + seeds - 1
-        raise InitlabError(f"--seeds {seeds}: seed {last} is not a valid seed ({err.errors()[0]['msg']})") from None
+    if not 1 <= seeds <= MAX_STUDY_SEEDS:  # every seed's tables stay in memory until the median
+        raise InitlabError(f"--seeds {seeds}: between 1 and {MAX_STUDY_SEEDS:,} for run (compare --seeds writes "
+                           "each seed to disk as it goes)")
+    check_seeds(config.seed, seeds, "seed/--seeds")  # before any runs: the seed is the only field that changes
     runs = []
-    for i, seeded in enumerate(configs):
-        runs.append(run(seeded))
+    for i in range(seeds):
+        runs.append(run(config.model_copy(update={"seed": config.seed + i})))
         if progress is not None:
             progress(i + 1, seeds)
     layers = pd.concat([r.layers.assign(seed=r.config.seed) for r in runs], ignore_index=True)

@@ -79,3 +79,17 @@ def test_one_seed_keeps_the_single_run_output(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "per-layer statistics" in result.stdout
     (folder,) = (tmp_path / "tanh-xavier").iterdir()
     assert pd.read_csv(folder / "layers.csv").columns[0] == "layer"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--seeds", "100000000"], "--seeds 100000000: between 1 and 10,000 for run"),
+    (["seed=18446744073709551615", "--seeds", "2"], "seed/--seeds 18446744073709551615..18446744073709551616: outside"),
+])
+def test_seeds_beyond_what_run_can_hold_or_torch_can_take_are_refused_at_once(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    result = CliRunner().invoke(app, ["run", str(CONFIGS / "tanh-xavier.yaml"), *args, "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip().removeprefix('error: ')}"]
+    assert expected in result.stderr
+    assert not any(tmp_path.iterdir())
