@@ -568,7 +568,7 @@ _SUMMARY_FIGURES = ["nonfinite", "first_nonfinite_layer", "nonfinite_site", "fir
                     "first_std", "last_std", "last_finite_layer", "ratio", "decades", "growth_per_layer",
                     "tail_start", "tail_change", "trend_t", "saturated_fraction", "dead_fraction",
                     "depth_over_width", "ratio_low", "ratio_high", "theory_regime", "theory_ratio",
-                    "theory_agrees", "reason", "notes"]
+                    "theory_agrees", "shape", "reason", "notes"]
 
 
 def summarise(
@@ -626,7 +626,7 @@ def median_verdict(
     trace: pd.DataFrame, summaries: Sequence[dict[str, Any]], width: int, thresholds: VerdictConfig
 ) -> Verdict:
     """The verdict of a cell's median trace (:func:`median_traces`) beside the theory the seeds share."""
-    verdict = classify(cell_trace(trace, summaries, width), thresholds)
+    verdict = classify(cell_trace(trace, summaries, width), thresholds, summaries[0].get("theory"))
     if summaries[0].get("theory") is not None:  # the same prediction for every seed of a cell
         theory = {k: summaries[0][k] for k in ("theory_regime", "theory_ratio")}
         verdict = with_theory(verdict, theory, summaries[0]["theory"], thresholds)

@@ -9,20 +9,25 @@ of the trace:
 1. A non-finite value in any pre-activation or output: **explosion** (``nonfinite``),
    even where a bounded activation hides it (tanh maps ±inf to ±1).
 2. An output std of exactly 0 (underflow, or every unit dead): **vanishing**.
-3. ``|M| >= orders`` (decades): **explosion** or **vanishing** by its sign. A change
-   of orders of magnitude end to end is the regime whatever its shape (exponential,
-   power law l^-1/2, or finite-width drift) and at any depth.
-4. A smaller change beyond ``explode_ratio``/``vanish_ratio`` counts only while the
-   tail still moves in its direction: a change over the tail of at least ``settle``
-   decades (least squares) *and* a trend t of at least ``trend_t``. The t is the mean
-   step of the tail over its Newey-West (HAC) standard error: calibrated for a random
-   walk, the shape finite width gives a critical network's log-std, with dependent
-   steps. A transient that settles to a non-zero fixed point (selu at torch's gain 3/4:
-   post std 0.2) has a flat tail and stays **stable**; a decay to zero keeps falling.
+3. ``|M| >= settled_orders`` (decades): **explosion** or **vanishing** by its sign, whatever
+   the shape.
+4. A smaller change beyond ``orders`` decades, or beyond ``explode_ratio``/``vanish_ratio``,
+   counts only while the signal still moves in its direction. That *shape* comes from the
+   noise-free mean-field map (:func:`theory_shape`) where the theory applies and depth/width
+   is below ``finite_width``: a non-zero fixed point q* (selu at torch's gain 3/4: post std
+   0.2) settles, **stable**; q* = 0 (tanh at sigma_w^2 = 1: std ~ l^-1/2) still falls and
+   unbounded q still rises. Elsewhere it is measured, directionally: the tail must change by
+   ``settle`` decades *the way M went* and, below ``orders``, with a group-means t
+   (:func:`group_t`) beyond ``trend_t``; a tail of fewer than 3 steps leaves the magnitude
+   alone to decide (``orders``). A measured flat tail *levels off*; only the theory can
+   say it reached a fixed point.
 5. Otherwise, a bounded activation with at least ``saturation`` of its outputs at the
    range's edges over the tail is **saturated**: the std looks healthy but the units
    pass no gradient (tanh with N(0, 1) weights: pre-activation std 16, 90 % saturated).
    Else **stable**.
+
+The regime is always the *measured* network's: the theory never changes the magnitude M,
+only whether the tail is read as settled or still moving.
 
 Dead ReLU units (zero for the whole batch) and a large depth/width (where Hanin &
 Rolnick 2018 predict a seed-to-seed spread of the log-std of about sqrt(5 L/n)/2 and a
@@ -31,8 +36,9 @@ drift of about -5 L/(4 n), in nats, for ReLU nets) are noted in the reason.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -76,7 +82,7 @@ class Verdict:
     growth_per_layer: float | None  # ratio ** (1 / steps): geometric mean of the per-layer change
     tail_start: int | None  # first layer of the tail window
     tail_change: float | None  # decades over the tail (least-squares slope x its length)
-    trend_t: float | None  # HAC t of the tail's mean step; None: too few steps or no noise
+    trend_t: float | None  # group-means t of the tail's mean step; None: too few steps or no noise
     saturated_fraction: float | None  # mean over the tail
     dead_fraction: float | None  # mean over the tail
     depth_over_width: float | None
@@ -85,6 +91,7 @@ class Verdict:
     theory_regime: Regime | None = None  # the same rules on the mean-field trace
     theory_ratio: float | None = None  # predicted last-layer std / input std
     theory_agrees: bool | None = None  # None where the theory does not apply
+    shape: Literal["theory", "measured"] | None = None  # what decided whether the tail still moves
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,37 +100,72 @@ class Verdict:
 # ---------------------------------------------------------------- trend statistics
 
 
-def newey_west_t(steps: Sequence[float]) -> float | None:
-    r"""t of the mean of ``steps`` with a Newey-West (Bartlett) long-run standard error.
+def trend_groups(steps: int) -> int:
+    """How many consecutive groups :func:`group_t` splits ``steps`` steps into: 3 to 8, about 4 steps each."""
+    return min(8, max(3, steps // 4))
 
-    :math:`t = \bar d / \sqrt{\hat\Omega / n}`, :math:`\hat\Omega = \hat\gamma_0 +
-    2\sum_{j=1}^{b} (1 - j/(b+1))\hat\gamma_j`, bandwidth
-    :math:`b = \lfloor 4 (n/100)^{2/9} \rfloor` (Newey & West 1987, 1994). For a random
-    walk (independent or weakly dependent steps) with no drift it is close to N(0, 1).
-    None with fewer than 3 steps, or when the steps do not vary (no noise to test against).
+
+def group_t(steps: Sequence[float]) -> tuple[float, int] | None:
+    r"""t of the mean of ``steps`` by group means (batch means; Ibragimov & Müller 2010), and its dof.
+
+    The steps are cut into :math:`g` = :func:`trend_groups` consecutive groups of (nearly) equal
+    length; :math:`t = \bar m \sqrt g / s_m` over the group means :math:`m_k`, referred to
+    Student's t with :math:`g - 1` degrees of freedom. Group means of weakly dependent steps are
+    nearly independent and normal, so the level holds in short tails and under serial
+    correlation where a Newey-West error, estimated from a handful of steps, is too small (README:
+    measured false-positive rates). None with fewer than 3 steps, or when the group means do not
+    vary (no noise to test against).
     """
     n = len(steps)
     if n < 3:
         return None
-    mean = math.fsum(steps) / n
-    dev = [d - mean for d in steps]
-    bandwidth = int(0.75 * n ** (1 / 3))
-    lrv = math.fsum(d * d for d in dev) / n
-    for j in range(1, bandwidth + 1):
-        lrv += 2 * (1 - j / (bandwidth + 1)) * math.fsum(dev[i] * dev[i - j] for i in range(j, n)) / n
-    if not lrv > 1e-30 * (mean * mean + 1e-300):
+    g = trend_groups(n)
+    edges = [round(k * n / g) for k in range(g + 1)]
+    means = [math.fsum(steps[a:b]) / (b - a) for a, b in itertools.pairwise(edges)]
+    mean = math.fsum(means) / g
+    var = math.fsum((m - mean) ** 2 for m in means) / (g - 1)
+    if not var > 1e-30 * (mean * mean + 1e-300):
         return None
-    return mean / math.sqrt(lrv / n)
+    return mean / math.sqrt(var / g), g - 1
+
+
+def _t_two_sided(t: float, df: int) -> float:
+    """P(|T| >= t) for Student's t with ``df`` degrees of freedom (exact finite sums, A&S 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2, s = math.cos(theta) ** 2, math.sin(theta)
+    if df % 2:
+        term, total = math.cos(theta), 0.0
+        for k in range(1, (df - 1) // 2 + 1):
+            total += term
+            term *= c2 * (2 * k) / (2 * k + 1)
+        inside = theta + s * total if df > 1 else theta
+        return max(0.0, 1.0 - 2.0 / math.pi * inside)
+    term, total = 1.0, 0.0
+    for k in range(1, df // 2 + 1):
+        total += term
+        term *= c2 * (2 * k - 1) / (2 * k)
+    return max(0.0, 1.0 - s * total)
 
 
 def critical_t(z: float, df: int) -> float:
-    """Student's t quantile with ``df`` degrees of freedom at the tail probability of N(0, 1) beyond ``z``.
+    """Student's t quantile with ``df`` degrees of freedom at the two-sided tail probability of N(0, 1) beyond ``z``.
 
-    Cornish-Fisher expansion (Abramowitz & Stegun 26.7.5, two terms; within 2 % of the exact
-    quantile for df >= 9 at z <= 3). It makes up for the few steps of a short tail.
+    Exact: the t distribution's finite-sum tail (Abramowitz & Stegun 26.7.3-4) inverted by
+    bisection to float precision; beyond 2000 dof the Cornish-Fisher expansion (A&S 26.7.5).
     """
     v = max(df, 1)
-    return z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v * v)
+    if v > 2000:
+        return z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v * v)
+    alpha = math.erfc(z / math.sqrt(2))
+    lo, hi = z, z
+    while _t_two_sided(hi, v) > alpha:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_two_sided(mid, v) > alpha else (lo, mid)
+        if hi - lo <= 4e-16 * hi:
+            break
+    return (lo + hi) / 2
 
 
 def least_squares_change(points: Sequence[float]) -> float:
@@ -192,54 +234,112 @@ def _figures(trace: Trace) -> dict[str, Any]:
     layer = start + (0 if has_input else 1)  # the layer the tail's first step goes into
     tail_steps = [b - a for a, b in zip(points[start:], points[start + 1:], strict=False)]
     out |= {"decades": points[-1] - points[0], "tail_start": min(layer, len(finite) - 1),
-            "tail_change": least_squares_change(points[start:]), "trend_t": newey_west_t(tail_steps),
+            "tail_change": least_squares_change(points[start:]), "trend_t": _t_only(group_t(tail_steps)),
             "saturated_fraction": _mean_over(trace.saturated, layer, len(finite)),
             "dead_fraction": _mean_over(trace.dead, layer, len(finite))}
     return out
 
 
-def classify(trace: Trace, thresholds: VerdictConfig) -> Verdict:
-    """The verdict for a trace (see the module docstring for the rules)."""
+def _t_only(found: tuple[float, int] | None) -> float | None:
+    return None if found is None else found[0]
+
+
+Shape = Literal["settles", "falls", "rises"]
+Source = Literal["theory", "measured"]
+
+
+def theory_shape(theory: Mapping[str, Any] | None, depth_over_width: float | None,
+                 thresholds: VerdictConfig) -> Shape | None:
+    """Where the noise-free length map takes the signal: to a non-zero fixed point, to 0, or without bound.
+
+    ``theory`` is a prediction's summary (:meth:`initlab.theory.Prediction.summary`); its q* is
+    the fixed point the map reaches from q_0 (0: collapse, None: no bound). None where the
+    theory does not apply or finite width (depth/width >= ``finite_width``) drives the outcome.
+    """
+    if theory is None or not theory.get("applicable"):
+        return None
+    if depth_over_width is not None and depth_over_width >= thresholds.finite_width:
+        return None
+    q_star = theory.get("q_star")
+    return "rises" if q_star is None else "falls" if q_star == 0 else "settles"
+
+
+def classify(trace: Trace, thresholds: VerdictConfig, theory: Mapping[str, Any] | None = None) -> Verdict:
+    """The verdict for a trace (see the module docstring for the rules); ``theory``: the prediction's summary."""
     figures = _figures(trace)
-    regime, reason = _decide(figures, thresholds)
-    return Verdict(regime=regime, reason=reason, notes=_notes(figures, thresholds), **figures)
+    shape = theory_shape(theory, figures["depth_over_width"], thresholds)
+    q_star = None if theory is None else theory.get("q_star")
+    regime, reason, source = _decide(figures, thresholds, shape, q_star)
+    return Verdict(regime=regime, reason=reason, notes=_notes(figures, thresholds), shape=source, **figures)
 
 
-def _moving(figures: dict[str, Any], sign: int, thresholds: VerdictConfig) -> bool:
-    """Whether the tail still moves in direction ``sign``: by ``settle`` decades and a trend t beyond ``trend_t``."""
-    change, t = figures["tail_change"], figures["trend_t"]
-    steps = figures["last_finite_layer"] - figures["tail_start"] + 1
-    return bool(sign * change >= thresholds.settle
-                and (t is None or sign * t >= critical_t(thresholds.trend_t, steps - 1)))
+def _measured_moving(f: dict[str, Any], sign: int, th: VerdictConfig, beyond_orders: bool) -> tuple[bool, str]:
+    """Whether the measured tail still moves in direction ``sign``, and the words for it.
+
+    Directional: a tail change of at least ``settle`` decades the way the end-to-end change went,
+    and, below ``orders`` decades end to end, a group-means t beyond ``trend_t`` (as a normal
+    quantile, at the t's own degrees of freedom). Too few steps for a t: the magnitude decides.
+    """
+    change, t = f["tail_change"], f["trend_t"]
+    steps = f["last_finite_layer"] - f["tail_start"] + 1
+    if steps < 3:
+        return beyond_orders, "too few layers for a trend: the magnitude decides"
+    if sign * change < th.settle:
+        return False, ("levels off" if abs(change) < th.settle else f"the tail turns back ({_way(-sign)})")
+    if beyond_orders or t is None:  # t None with enough steps: no noise, the change is the trend
+        return True, f"still {_way(sign)}"
+    needed = critical_t(th.trend_t, trend_groups(steps) - 1)
+    if sign * t >= needed:
+        return True, f"still {_way(sign)}"
+    return False, f"no significant trend left (|t| < {needed:.3g})"
 
 
-def _decide(f: dict[str, Any], th: VerdictConfig) -> tuple[Regime, str]:
-    """The regime and the rule that decided it (the figures themselves are in the headline)."""
+def _moving(f: dict[str, Any], sign: int, th: VerdictConfig, shape: Shape | None, q_star: float | None,
+            beyond_orders: bool) -> tuple[bool, str, Source]:
+    """Whether the signal still moves in direction ``sign``, the words, and what decided: theory or measured.
+
+    The mean-field shape decides where it applies and agrees with the sign or settles; a measured,
+    directional test otherwise.
+    """
+    if shape == "settles":
+        return False, f"the mean-field map settles to its fixed point q* = {q_star:.3g}", "theory"
+    if shape == ("falls" if sign < 0 else "rises"):
+        cause = "q* = 0" if sign < 0 else "no fixed point above q_0"
+        return True, f"still {_way(sign)} (mean-field: {cause})", "theory"
+    moving, words = _measured_moving(f, sign, th, beyond_orders)
+    return moving, words, "measured"
+
+
+def _decide(f: dict[str, Any], th: VerdictConfig, shape: Shape | None = None, q_star: float | None = None
+            ) -> tuple[Regime, str, Source | None]:
+    """The regime, the rule that decided it, and what decided the tail's shape (theory, measured, or None)."""
     if f["nonfinite"]:
         where = "pre-activations" if f["nonfinite_site"] == "pre" else "outputs"
-        return "explosion", f"non-finite {where} from layer {f['first_nonfinite_layer']}"
+        return "explosion", f"non-finite {where} from layer {f['first_nonfinite_layer']}", None
     if f["last_std"] is None:
-        return "stable", "no layer to judge"
+        return "stable", "no layer to judge", None
     if f["first_zero_layer"] is not None:
-        return "vanishing", f"the output std reached 0 at layer {f['first_zero_layer']}"
-    decades, tail = f["decades"], _tail_text(f)
-    settled = abs(f["tail_change"]) < th.settle
-    regime: Regime = "explosion" if decades > 0 else "vanishing"
+        return "vanishing", f"the output std reached 0 at layer {f['first_zero_layer']}", None
+    decades, tail, sign = f["decades"], _tail_text(f), 1 if f["decades"] > 0 else -1
+    regime: Regime = "explosion" if sign > 0 else "vanishing"
     if abs(decades) >= th.settled_orders:
-        return regime, f"a change of {abs(decades):.3g} decades end to end, beyond {th.settled_orders:g}"
-    if abs(decades) >= th.orders and not settled:
-        return regime, f"a change of {abs(decades):.3g} decades end to end, beyond {th.orders:g}, not settled: {tail}"
-    for sign, regime, limit in ((1, "explosion", th.explode_ratio), (-1, "vanishing", th.vanish_ratio)):
-        if sign * decades >= sign * math.log10(limit) and _moving(f, sign, th):
-            return regime, f"beyond x{limit:g} and still {_way(sign)}: {tail}"
+        return regime, f"a change of {abs(decades):.3g} decades end to end, beyond {th.settled_orders:g}", None
+    limit = th.explode_ratio if sign > 0 else th.vanish_ratio
+    beyond_orders = abs(decades) >= th.orders
+    beyond = beyond_orders or sign * decades >= sign * math.log10(limit)
+    moving, words, source = False, "", None
+    if beyond:
+        moving, words, source = _moving(f, sign, th, shape, q_star, beyond_orders)
+    what = f"{abs(decades):.3g} decades end to end" if beyond_orders else f"beyond x{limit:g}"
+    if moving:
+        return regime, f"{what} and {words}: {tail}", source
     if f["saturated_fraction"] is not None and f["saturated_fraction"] >= th.saturation:
         return "saturated", (f"{f['saturated_fraction']:.0%} of the outputs sit at the activation's bounds "
-                             f"over layers {f['tail_start']}-{f['last_finite_layer']}: those units pass no gradient")
-    if decades >= math.log10(th.explode_ratio) or decades <= math.log10(th.vanish_ratio):
-        limit = th.explode_ratio if decades > 0 else th.vanish_ratio
-        left = "settled (a transient to a fixed point)" if settled else "no significant trend left"
-        return "stable", f"beyond x{limit:g} but {left}: {tail}"
-    return "stable", f"within x{th.vanish_ratio:g} to x{th.explode_ratio:g} of the reference; {tail}"
+                             f"over layers {f['tail_start']}-{f['last_finite_layer']}: those units pass no gradient"
+                             ), source
+    if beyond:
+        return "stable", f"{what} but {words}: {tail}", source
+    return "stable", f"within x{th.vanish_ratio:g} to x{th.explode_ratio:g} of the reference; {tail}", None
 
 
 def _tail_text(f: dict[str, Any]) -> str:
@@ -280,7 +380,8 @@ def theory_figures(prediction: Prediction, input_std: float | None, thresholds: 
         return {"theory_regime": None, "theory_ratio": None}
     over = next((i for i, p in enumerate(prediction.pre_std) if not p * 8 < largest), len(prediction.pre_std))
     std = [s if i < over and math.isfinite(s) else None for i, s in enumerate(prediction.post_std)]
-    verdict = classify(Trace(std, [0.0 if s is not None else 1.0 for s in std], input_std), thresholds)
+    trace = Trace(std, [0.0 if s is not None else 1.0 for s in std], input_std)
+    verdict = classify(trace, thresholds, prediction.summary())
     return {"theory_regime": verdict.regime, "theory_ratio": verdict.ratio}
 
 
@@ -323,7 +424,7 @@ def _likely_cause(theory: dict[str, Any], thresholds: VerdictConfig) -> str:
 def judge(trace: Trace, thresholds: VerdictConfig, prediction: Prediction | None = None,
           largest: float = FLOAT32_MAX) -> Verdict:
     """:func:`classify`, and where a prediction is given, whether the theory agrees (in the notes)."""
-    verdict = classify(trace, thresholds)
+    verdict = classify(trace, thresholds, None if prediction is None else prediction.summary())
     if prediction is None:
         return verdict
     figures = theory_figures(prediction, trace.input_std, thresholds, largest)
