@@ -30,9 +30,14 @@ def unknown(kind: str, given: object, valid: Iterable[str]) -> str:
     return f"unknown {kind} {given!r}{suggest(str(given), names) or ';'} valid: {', '.join(names)}"
 
 
-def _escape(message: str) -> str:
-    """Pydantic formats custom messages with str.format; keep user text literal."""
-    return message.replace("{", "{{").replace("}", "}}")
+def custom_error(kind: str, message: str, **context: str) -> PydanticCustomError:
+    """A validation error whose ``message`` is kept literal, user text and braces included.
+
+    Pydantic replaces ``{name}`` in a message with the context's values, one key after
+    another, and never un-escapes ``{{``; so the message travels as the context's last
+    value, substituted last, and nothing in it is read as a placeholder.
+    """
+    return PydanticCustomError(kind, "{message}", {**context, "message": message})
 
 
 def unknown_choice(kind: str, given: object, valid: Iterable[str], key: str) -> PydanticCustomError:
@@ -40,7 +45,7 @@ def unknown_choice(kind: str, given: object, valid: Iterable[str], key: str) -> 
 
     ``key`` is the mapping key that holds the name, so reports can point at its line.
     """
-    return PydanticCustomError("unknown_choice", _escape(unknown(kind, given, valid)), {"key": key})
+    return custom_error("unknown_choice", unknown(kind, given, valid), key=key)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -77,10 +82,13 @@ class Choice:
         if isinstance(value, str):
             value = {self.tag: value}
         if not isinstance(value, dict):
-            raise PydanticCustomError("value_error", _escape(f"expected a name, or a mapping with {self.tag!r}"))
+            raise custom_error("value_error", f"expected a {self.kind} name, or a mapping with a {self.tag!r} key")
         if self.tag not in value and self.default is None:
             message = f"no {self.tag!r}: name the {self.kind}, one of: {', '.join(self.names())}"
-            raise PydanticCustomError("conflict", _escape(message))
+            raise custom_error("conflict", message)
+        if self.tag in value and not isinstance(value[self.tag], str):
+            message = f"a {self.kind} is a name, or a mapping with a {self.tag!r} key; got {value[self.tag]!r}"
+            raise custom_error("conflict", message, key=self.tag)
         cls = self.model(value)
         if cls is None:
             raise unknown_choice(self.kind, value[self.tag], self.names(), self.tag)

@@ -26,10 +26,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails
 
 from initlab import activations, schemes, yamlfile
-from initlab._pydantic import Choice, Frozen, unknown, unknown_choice, validate_as
+from initlab._pydantic import Choice, Frozen, custom_error, unknown, unknown_choice, validate_as
 from initlab.activations import ActivationConfig, Linear
 from initlab.errors import ConfigError
 from initlab.schemes import Scheme, SchemeConfig, Zeros
@@ -190,7 +190,7 @@ class Config(Frozen):
     def _consistent(self) -> Config:
         problems = [
             InitErrorDetails(
-                type=PydanticCustomError("conflict", message.replace("{", "{{").replace("}", "}}"), {"path": path}),
+                type=custom_error("conflict", message, path=path),
                 loc=(), input=None,
             )
             for path, message in self._conflicts()

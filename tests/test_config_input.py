@@ -228,6 +228,24 @@ def test_an_activation_typo_reads_like_a_scheme_typo(write_yaml, args: list[str]
     assert "unknown activation 'swissh'; did you mean 'swish'? valid: elu, gelu, identity, " in line
 
 
+@pytest.mark.parametrize("name", ["{x}", "{key}", "{message}", "{{x}}", "{path}"])
+def test_user_text_in_a_message_is_shown_as_typed(write_yaml, name: str) -> None:  # type: ignore[no-untyped-def]
+    line = refused("run", str(write_yaml("seed: 1\n")), f"model.activation={name!r}", "--no-save")
+    assert line.startswith(f"override \"model.activation={name!r}\": model.activation: unknown activation {name!r};")
+    path = write_yaml(f"model:\n  activation: {name!r}\n")
+    line = refused("run", str(path), "--no-save")
+    assert line.startswith(f"{path}:2: model.activation: unknown activation {name!r};")
+
+
+@pytest.mark.parametrize(("field", "kind"), [("init.scheme", "scheme"), ("model.activation.name", "activation"),
+                                             ("init.bias.scheme", "scheme"), ("data.distribution", "distribution")])
+def test_a_choice_given_as_a_mapping_says_what_a_choice_is(write_yaml, field: str, kind: str) -> None:  # type: ignore[no-untyped-def]
+    tag = field.rpartition(".")[2]
+    line = refused("run", str(write_yaml("seed: 1\n")), f"{field}={{name: xavier}}", "--no-save")
+    assert line == (f"override '{field}={{name: xavier}}': {field}: "
+                    f"a {kind} is a name, or a mapping with a {tag!r} key; got {{'name': 'xavier'}}")
+
+
 BAD_FILES = [
     "model: 3\n",
     "model: [1, 2]\n",
