@@ -17,6 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from initlab.limits import MAX_RUNS, check_seeds
 
@@ -346,27 +347,58 @@ def compare(
             raise typer.Exit(1)
 
 
-@app.command()
+class _NamedArgument(TyperArgument):
+    """An argument shown by its metavar alone: ``ACTIVATION``, not ``{activation}`` and ``<str>``."""
+
+    def display_type_rich(self, ctx: object) -> str | None:  # no type tag: the metavar says it
+        return None
+
+    def _usage_display_name(self) -> str:
+        return self.display_name_raw
+
+
+class _MetavarCommand(TyperCommand):
+    """A command whose arguments with a metavar are shown as :class:`_NamedArgument`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and param.metavar is not None:
+                param.__class__ = _NamedArgument
+
+
+@app.command(cls=_MetavarCommand)
 def theory(
-    activation: Annotated[str, typer.Argument(help="Activation name, e.g. tanh, relu, selu.", show_default=False)],
+    activation: Annotated[
+        str, typer.Argument(metavar="ACTIVATION", help="Activation name, e.g. tanh, relu, selu.", show_default=False)
+    ],
     param: Annotated[
-        list[str] | None, typer.Option("--param", help="Activation parameter as name=value (repeatable).")
+        list[str] | None,
+        typer.Option("--param", metavar="NAME=VALUE", help="Activation parameter as name=value (repeatable)."),
     ] = None,
     sw2: Annotated[
-        float | None, typer.Option("--sw2", help="σw² = Var(W_ij)·fan_in. [default: 1]", show_default=False)
+        float | None,
+        typer.Option("--sw2", metavar="NUMBER", help="σw² = Var(W_ij)·fan_in. [default: 1]", show_default=False),
     ] = None,
-    sb2: Annotated[float | None, typer.Option("--sb2", help="σb² = Var(b_i). [default: 0]", show_default=False)] = None,
-    depth: Annotated[int, typer.Option("--depth", min=1, max=100_000, help="Layers of the per-layer prediction.")] = 10,
+    sb2: Annotated[
+        float | None, typer.Option("--sb2", metavar="NUMBER", help="σb² = Var(b_i). [default: 0]", show_default=False)
+    ] = None,
+    depth: Annotated[
+        int,
+        typer.Option("--depth", metavar="N", min=1, max=100_000, help="Layers of the per-layer prediction."),
+    ] = 10,
     q0: Annotated[
-        float, typer.Option("--q0", help="q_0, the first pre-activation second moment.")
+        float, typer.Option("--q0", metavar="NUMBER", help="q_0, the first pre-activation second moment.")
     ] = 1.0,
     critical: Annotated[
         bool, typer.Option("--critical", help="The edge of chaos: σw² for the given --sb2, or σb² for the given --sw2.")
     ] = False,
     phase: Annotated[bool, typer.Option("--phase", help="Draw the σw² × σb² phase diagram (PNG and SVG).")] = False,
-    sw2_max: Annotated[float, typer.Option("--sw2-max", help="Phase diagram: top σw².")] = 4.0,
-    sb2_max: Annotated[float, typer.Option("--sb2-max", help="Phase diagram: top σb².")] = 0.5,
-    out: Annotated[Path, typer.Option("--out", help="Folder the phase diagram is written to.")] = Path("results"),
+    sw2_max: Annotated[float, typer.Option("--sw2-max", metavar="NUMBER", help="Phase diagram: top σw².")] = 4.0,
+    sb2_max: Annotated[float, typer.Option("--sb2-max", metavar="NUMBER", help="Phase diagram: top σb².")] = 0.5,
+    out: Annotated[
+        Path, typer.Option("--out", metavar="DIR", help="Folder the phase diagram is written to.")
+    ] = Path("results"),
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -431,9 +463,9 @@ def _theory_phase(act: Any, sw2_max: float, sb2_max: float, out: Path, json_outp
     from initlab import report_theory as render
     from initlab import theory as mf
     from initlab.phase_plot import phase_plot_files
-    from initlab.results import check_writable
+    from initlab.results import check_creatable
 
-    check_writable(out)
+    check_creatable(out)  # before the diagram is computed: an unwritable --out is one line, exit 2
     diagram = mf.phase_diagram(act, np.linspace(sw2_max / 60, sw2_max, 60), np.linspace(0.0, sb2_max, 41))
     stem = "theory-phase-" + "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in act.label()).strip("-")
     files = []

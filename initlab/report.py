@@ -27,9 +27,11 @@ if TYPE_CHECKING:
 COLOURS = {"explosion": "red", "vanishing": "blue", "saturated": "magenta", "stable": "green"}
 PLOT_COLOURS = {"explosion": "#d62728", "vanishing": "#1f77b4", "saturated": "#9467bd", "stable": "#2ca02c"}
 
-#: Table columns: (layers.csv column, header). Headers are short to fit 80 columns.
+#: Table columns: (layers.csv column, header). Headers are short to fit 80 columns; each mean-field
+#: prediction sits right after the measurement it predicts.
 _COLUMNS = [
-    ("layer", "layer"), ("weight_std", "w std"), ("pre_std", "pre std"), ("std", "std"), ("mean", "mean"),
+    ("layer", "layer"), ("weight_std", "w std"), ("pre_std", "pre std"), ("theory_pre_std", "pre std\ntheory"),
+    ("std", "std"), ("theory_std", "std\ntheory"), ("mean", "mean"),
     ("absmax", "max|x|"), ("nonfinite", "nonfin"), ("saturated", "satur."), ("zero", "zeros"), ("dead", "dead"),
 ]
 
@@ -61,10 +63,15 @@ def layer_table(layers: pd.DataFrame, summary: dict[str, Any], every: int = 1) -
     rows = shown_rows(layers, every, [bad, summary.get("first_zero_layer")])
     columns = [
         Col(title, [fmt(layers[key].iloc[i], 0 if key in ("layer", "nonfinite") else 3) for i in rows])
-        for key, title in _COLUMNS if key in layers.columns
+        for key, title in _COLUMNS if key in layers.columns and _shown(layers[key])
     ]
     styles = ["red" if bad is not None and i >= bad else None for i in rows]
     return FittedTable(f"{summary['name']}: per-layer statistics", columns[:1], columns[1:], row_styles=styles)
+
+
+def _shown(column: pd.Series[Any]) -> bool:
+    """A prediction column only where the theory gives a number (the theory line says why not)."""
+    return not str(column.name).startswith("theory_") or bool(column.notna().any())
 
 
 def verdict_line(summary: dict[str, Any]) -> Text:
@@ -97,6 +104,7 @@ def print_run(console: Console, layers: pd.DataFrame, summary: dict[str, Any], e
     """The terminal report of one study."""
     console.print(layer_table(layers, summary, every))
     console.print(verdict_line(summary))
+    _print_theory(console, summary.get("theory"))
     if folder is not None:
         console.print(f"results: {folder}", soft_wrap=True)  # a path is never wrapped: it is copied
 
@@ -130,8 +138,11 @@ def seeds_table(study: SeedStudy, every: int = 1) -> FittedTable:
     bad = (study.layers["nonfinite"] > 0).groupby(study.layers["layer"]).sum()
     rows = shown_rows(traces, every, [summary.get("first_nonfinite_layer"), summary.get("first_zero_layer")])
     picked = traces.iloc[rows]
+    predicted = study.runs[0].layers.get("theory_std")  # the same prediction for every seed
     columns = [Col("layer", [str(v) for v in picked["layer"]]),
                Col("median std", [_std_text(v).plain for v in picked["median"]]),
+               *([Col("std\ntheory", [fmt(predicted.iloc[i], 3) for i in rows])]
+                 if predicted is not None and _shown(predicted) else []),
                Col("min std", [fmt(v, 3) for v in picked["low"]]), Col("max std", [fmt(v, 3) for v in picked["high"]])]
     if bad.any():
         columns.append(Col("nonfinite\nseeds", [str(int(bad[layer])) for layer in picked["layer"]]))
@@ -146,8 +157,17 @@ def print_seeds(console: Console, study: SeedStudy, every: int, folder: Path | N
     regimes = [r.verdict.regime for r in study.runs]
     console.print(f"  of the median trace; {study.agree} of {len(regimes)} seeds' own verdicts agree ("
                   + ", ".join(f"{regimes.count(r)} {r}" for r in dict.fromkeys(regimes)) + ")")
+    _print_theory(console, study.runs[0].summary.get("theory"))  # the same prediction for every seed
     if folder is not None:
         console.print(f"results: {folder}")
+
+
+def _print_theory(console: Console, theory: dict[str, Any] | None) -> None:
+    """The mean-field summary line (:func:`initlab.report_theory.summary_line`), when there is a prediction."""
+    if theory is not None:
+        from initlab.report_theory import summary_line
+
+        console.print(Text(summary_line(theory)))
 
 
 # ---------------------------------------------------------------- gain

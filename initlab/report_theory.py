@@ -34,6 +34,17 @@ _FATES = {
 }
 
 
+def summary_line(theory: dict[str, Any]) -> str:
+    """``run``'s line under the verdict: q*, χ₁ (phase), ξ_c of the network's prediction
+    (:meth:`initlab.theory.Prediction.summary`), ``n/a`` where undefined, or why the theory does not apply."""
+    if not theory["applicable"]:
+        return f"theory: does not apply: {theory['reason']}"
+    phase = theory["phase"] or "n/a"
+    line = (f"theory: q* = {num(theory['q_star'])}, χ₁ = {num(theory['chi1'])}, phase {phase}, "
+            f"ξ_c = {num(theory['xi_c'])} layers (mean field, wide-network limit)")
+    return "; ".join([line, *theory.get("notes", [])])
+
+
 def point_text(label: str, at: PointTheory, layers: Trajectory) -> str:
     """The numbers at one (σw², σb²) and the per-layer prediction, one per line."""
     rows = [
