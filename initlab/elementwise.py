@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from initlab.activations import Activation
+from initlab.quadrature import UNIT_FEATURES, Features
 
 Array = npt.NDArray[np.float64]
 Fn = Callable[[Array], Array]
@@ -33,11 +34,16 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 @dataclass(frozen=True)
 class Elementwise:
-    """:math:`\\varphi`, :math:`\\varphi'` and :math:`\\varphi''` of one activation as numpy functions."""
+    """:math:`\\varphi`, :math:`\\varphi'` and :math:`\\varphi''` of one activation as numpy functions.
+
+    ``features``: where they change character (kinks, the width of the bend), so that
+    quadrature places panels there at any variance (:class:`initlab.quadrature.Features`).
+    """
 
     phi: Fn
     dphi: Fn
     ddphi: Fn
+    features: Features = UNIT_FEATURES
 
 
 def _sigmoid(x: Array) -> Array:
@@ -145,7 +151,9 @@ def _softplus(beta: float, threshold: float) -> Elementwise:
         s = _sigmoid(beta * x)
         return np.where(linear(x), 0.0, beta * s * (1.0 - s))
 
-    return Elementwise(lambda x: np.where(linear(x), x, np.logaddexp(0.0, beta * x) / beta), d, dd)
+    # The bend is 1/beta wide; torch's switch to the identity at threshold/beta is a (tiny) jump.
+    features = Features(1.0 / beta, (0.0, threshold / beta))
+    return Elementwise(lambda x: np.where(linear(x), x, np.logaddexp(0.0, beta * x) / beta), d, dd, features)
 
 
 def elementwise(activation: Activation) -> Elementwise:

@@ -14,9 +14,9 @@ Wide-network limit, weights :math:`W_{ij} \sim N(0, \sigma_w^2/\text{fan\_in})`,
   architecture" (NeurIPS): finite-width fluctuations of the length for ReLU nets.
 
 Expectations are computed by the split Gauss–Legendre rules of :mod:`initlab.quadrature`
-(1-D ~1e-13, 2-D ~1e-10), vectorised over grids of :math:`q` and :math:`c`; the functions take
-scalars or arrays. Derivatives of kinked activations are the almost-everywhere ones (see
-:mod:`initlab.elementwise`). numpy only: nothing here imports torch.
+(1-D ~1e-13, 2-D ~1e-10, for any q from 1e-300 to 1e300), vectorised over grids of :math:`q`
+and :math:`c`; the functions take scalars or arrays. Derivatives of kinked activations are the
+almost-everywhere ones (see :mod:`initlab.elementwise`). numpy only: nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -32,13 +32,25 @@ import numpy.typing as npt
 
 from initlab.activations import Activation
 from initlab.elementwise import Elementwise, elementwise
-from initlab.quadrature import PAIR_COARSE, PAIR_FINE, bracketed_root, normal_rule, pair_rule
+from initlab.quadrature import (
+    COARSE_1D,
+    FINE_1D,
+    PAIR_COARSE,
+    PAIR_FINE,
+    UNIT_FEATURES,
+    Features,
+    Pair,
+    bracketed_root,
+    expectation,
+    pair_expectation,
+)
 
 if TYPE_CHECKING:
     from initlab.config import Config, DataConfig
     from initlab.schemes import Scheme
 
 Array = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
 ArrayLike = float | Sequence[float] | Array
 Phase = Literal["ordered", "chaotic", "critical"]
 FateKind = Literal["fixed_point", "marginal", "unstable", "vanishing", "explosion"]
@@ -48,25 +60,33 @@ FateKind = Literal["fixed_point", "marginal", "unstable", "vanishing", "explosio
 CRITICAL_TOL = 1e-3
 #: |V(q0) − q0| <= this * q0: q0 is itself the fixed point (marginal maps: every q is fixed).
 _FIXED_TOL = 1e-10
-_DOWN, _UP = 60, 100  # octaves scanned below and above q0 for the fixed point q*
-_COARSE_1D = (10.0, 10, 12)  # a 1-D rule for grids: panels of width 1, 12 nodes (~1e-10)
+#: The fixed point q* is searched for between these: the float range, less room for
+#: (12√q)² at the rule's last node (1.4e308 at q = 1e306) and for subnormals below 1e-300.
+_Q_FLOOR, _Q_CEILING = 1e-300, 1e306
+_OCTAVES = 64  # octaves scanned one by one next to q0; farther out, steps of 2^_STRIDE
+_STRIDE = 8
 
 
-def _rule(fine: bool) -> tuple[Array, Array]:
-    return normal_rule() if fine else normal_rule(*_COARSE_1D)
+def gaussian_expectation(f: Callable[[Array], Array], q: ArrayLike, fine: bool = True,
+                         features: Features = UNIT_FEATURES) -> Array:
+    r""":math:`E[f(\sqrt q\, z)]`, z ~ N(0, 1), for every ``q`` (by quadrature).
 
-
-def gaussian_expectation(f: Callable[[Array], Array], q: ArrayLike, fine: bool = True) -> Array:
-    r""":math:`E[f(\sqrt q\, z)]`, z ~ N(0, 1), for every ``q`` (by quadrature)."""
-    x, w = _rule(fine)
+    Accurate (~1e-13 relative, ~1e-10 with ``fine=False``) for any q from 1e-300 to 1e300 and
+    q = 0 (:math:`f(0)`): panels follow both the Gaussian's width :math:`\sqrt q` and ``f``'s
+    ``features`` (see :func:`initlab.quadrature.scaled_rule`), so the narrow peak of
+    :math:`\varphi'^2` at large q is resolved.
+    """
     scale = np.sqrt(np.atleast_1d(np.asarray(q, dtype=np.float64)))
     with np.errstate(all="ignore"):
-        result: Array = f(scale[:, None] * x[None, :]) @ w
-    return result
+        return expectation(f, scale, FINE_1D if fine else COARSE_1D, features)
 
 
 def _e(activation: Activation | Elementwise) -> Elementwise:
     return activation if isinstance(activation, Elementwise) else elementwise(activation)
+
+
+def _expect(e: Elementwise, f: Callable[[Array], Array], q: ArrayLike, fine: bool = True) -> Array:
+    return gaussian_expectation(f, q, fine, e.features)
 
 
 # --------------------------------------------------------------------------- length map
@@ -79,9 +99,9 @@ def length_map(activation: Activation | Elementwise, q: ArrayLike, sw2: ArrayLik
     Poole et al. 2016, §2 (the iterative map of the squared length :math:`q^l` of a
     pre-activation vector); Schoenholz et al. 2017, §2.
     """
-    phi = _e(activation).phi
+    e = _e(activation)
     with np.errstate(all="ignore"):  # q beyond float range is inf, not a warning
-        result: Array = np.asarray(sw2) * gaussian_expectation(lambda x: phi(x) ** 2, q, fine) + np.asarray(sb2)
+        result: Array = np.asarray(sw2) * _expect(e, lambda x: e.phi(x) ** 2, q, fine) + np.asarray(sb2)
     return result
 
 
@@ -92,10 +112,17 @@ def length_map_slope(activation: Activation | Elementwise, q: ArrayLike, sw2: Ar
     §3, eq. (5) writes :math:`\xi_q^{-1} = -\ln[\chi_1 + \sigma_w^2 \int Dz\,
     \varphi''(\sqrt{q^*}z)\varphi(\sqrt{q^*}z)]`. (Gaussian integration by parts:
     :math:`\frac{d}{dq}E[\varphi^2] = E[\varphi'^2 + \varphi\varphi'']`.)
+
+    Computed for q > 0 as :math:`\sigma_w^2 E[u\,\varphi(u)\varphi'(u)]/q`, :math:`u = \sqrt q z`
+    (Stein's lemma, the same number): at large q the two terms of the first form nearly cancel
+    (tanh: :math:`\int \mathrm{sech}^4 = 2\int \tanh^2\mathrm{sech}^2`), the second has no cancellation.
     """
     e = _e(activation)
+    qs = np.atleast_1d(np.asarray(q, dtype=np.float64))
     with np.errstate(all="ignore"):
-        return np.asarray(sw2) * gaussian_expectation(lambda x: e.dphi(x) ** 2 + e.phi(x) * e.ddphi(x), q, fine)
+        stein = _expect(e, lambda x: x * e.phi(x) * e.dphi(x), qs, fine) / qs
+        at_zero = e.dphi(np.zeros(1)) ** 2 + e.phi(np.zeros(1)) * e.ddphi(np.zeros(1))
+        return np.asarray(sw2) * np.where(qs > 0.0, stein, at_zero)
 
 
 def chi1(activation: Activation | Elementwise, q: ArrayLike, sw2: ArrayLike, fine: bool = True) -> Array:
@@ -105,16 +132,16 @@ def chi1(activation: Activation | Elementwise, q: ArrayLike, sw2: ArrayLike, fin
     singular value of the Jacobian); Schoenholz et al. 2017, §5: the backward map multiplies
     the gradients' second moment by :math:`\chi_1` per layer. Ordered if < 1, chaotic if > 1.
     """
-    dphi = _e(activation).dphi
+    e = _e(activation)
     with np.errstate(all="ignore"):
-        return np.asarray(sw2) * gaussian_expectation(lambda x: dphi(x) ** 2, q, fine)
+        return np.asarray(sw2) * _expect(e, lambda x: e.dphi(x) ** 2, q, fine)
 
 
 def post_std(activation: Activation | Elementwise, q: ArrayLike, fine: bool = True) -> Array:
     r""":math:`\sqrt{E[\varphi(\sqrt q z)^2] - E[\varphi(\sqrt q z)]^2}`: the spread of a block's output."""
-    phi = _e(activation).phi
-    mean = gaussian_expectation(phi, q, fine)
-    second = gaussian_expectation(lambda x: phi(x) ** 2, q, fine)
+    e = _e(activation)
+    mean = _expect(e, e.phi, q, fine)
+    second = _expect(e, lambda x: e.phi(x) ** 2, q, fine)
     result: Array = np.sqrt(np.maximum(second - mean * mean, 0.0))
     return result
 
@@ -149,7 +176,7 @@ def trajectory(activation: Activation | Elementwise, q0: float, sw2: Sequence[fl
     e = _e(activation)
     q = length_trajectory(e, q0, sw2, sb2)
     with np.errstate(all="ignore"):
-        chi = np.asarray(sw2) * gaussian_expectation(lambda x: e.dphi(x) ** 2, q)
+        chi = chi1(e, q, sw2)
         return Trajectory(q.tolist(), np.sqrt(q).tolist(), post_std(e, q).tolist(), chi.tolist())
 
 
@@ -162,6 +189,47 @@ class LengthFixedPoint:
     slope: float | None  # ∂V/∂q at q*, None for vanishing and explosion
 
 
+def _scan_octaves() -> Array:
+    """Octaves away from q0 at which V(q) - q is checked: one by one near q0, then in strides to the float range."""
+    far = _OCTAVES + _STRIDE * np.arange(1, math.ceil((math.log2(_Q_CEILING) - math.log2(_Q_FLOOR)) / _STRIDE) + 1)
+    return np.concatenate([np.arange(1.0, _OCTAVES + 1.0), far])
+
+
+def _limits(q0: Array) -> tuple[Array, Array]:
+    """The scan's floor and ceiling for each start (q0 itself where it lies beyond them)."""
+    return np.minimum(_Q_FLOOR, q0), np.maximum(_Q_CEILING, q0)
+
+
+def _bracket_fixed_q(excess: Callable[[Array, npt.NDArray[np.intp]], Array], q0: Array, up: Mask,
+                     found: Mask) -> tuple[Array, Array, Mask]:
+    """Scan from q0 (up where V(q0) > q0, else down) for a sign change of V(q) - q: brackets and hits."""
+    octaves, (floor, ceiling) = _scan_octaves(), _limits(q0)
+    lo, hi, last = q0.copy(), q0.copy(), q0.copy()
+    alive = ~found
+    for first in range(0, len(octaves), 8):  # chunks: most points cross within a few octaves
+        idx = np.flatnonzero(alive)
+        if not idx.size:
+            break
+        k = octaves[first:first + 8]
+        with np.errstate(over="ignore"):  # beyond the float range: clipped to the ceiling
+            grid = q0[idx, None] * np.exp2(np.where(up[idx, None], k, -k))
+        grid = np.clip(grid, floor[idx, None], ceiling[idx, None])
+        h = excess(grid, idx)
+        # A crossing must clear the quadrature's rounding: V(q) - q of a map that only creeps
+        # (ReLU at σw² = 2 with bias adds σb² per layer) is never mistaken for a fixed point.
+        crossed = np.where(up[idx, None], h <= -1e-9 * grid, h >= 1e-9 * grid)
+        hit = crossed.any(axis=1)
+        j = np.argmax(crossed, axis=1)
+        rows = np.arange(len(idx))
+        before = np.where(j == 0, last[idx], grid[rows, np.maximum(j - 1, 0)])
+        lo[idx] = np.where(hit, np.minimum(before, grid[rows, j]), lo[idx])
+        hi[idx] = np.where(hit, np.maximum(before, grid[rows, j]), hi[idx])
+        last[idx] = grid[:, -1]
+        found[idx] = hit
+        alive[idx] = ~hit & (grid[:, -1] > floor[idx]) & (grid[:, -1] < ceiling[idx])
+    return lo, hi, found
+
+
 def _fixed_q(e: Elementwise, sw2: Array, sb2: Array, q0: Array, fine: bool) -> Array:
     """Vectorised :math:`q^*`: 0 where q collapses, inf where it grows without bound."""
     def excess(q: Array, idx: npt.NDArray[np.intp]) -> Array:
@@ -169,36 +237,17 @@ def _fixed_q(e: Elementwise, sw2: Array, sb2: Array, q0: Array, fine: bool) -> A
         flat = length_map(e, q.ravel(), np.repeat(sw2[idx], cols), np.repeat(sb2[idx], cols), fine)
         return flat.reshape(q.shape) - q
 
-    every = np.arange(len(q0))
-    h0 = excess(q0[:, None], every)[:, 0]
+    h0 = excess(q0[:, None], np.arange(len(q0)))[:, 0]
     up = h0 > 0
-    lo, hi = q0.copy(), q0.copy()
-    found = np.abs(h0) <= _FIXED_TOL * q0
-    for first in range(1, _UP + 1, 8):  # octaves in chunks: most points cross within a few
-        idx = np.flatnonzero(~found & (up | (first <= _DOWN)))
-        if not idx.size:
-            break
-        k = np.arange(first, min(first + 8, _UP + 1))
-        grid = q0[idx, None] * np.where(up[idx, None], 2.0**k, 2.0**-np.minimum(k, _DOWN))
-        h = excess(grid, idx)
-        # A crossing must clear the quadrature's rounding: V(q) - q of a map that only creeps
-        # (ReLU at σw² = 2 with bias adds σb² per layer) is never mistaken for a fixed point.
-        crossed = np.where(up[idx, None], h <= -1e-9 * grid, h >= 1e-9 * grid)
-        hit = crossed.any(axis=1)
-        j = np.argmax(crossed, axis=1)
-        before = np.where(j == 0, np.where(first == 1, q0[idx], grid[:, 0] / np.where(up[idx], 2.0, 0.5)),
-                          grid[np.arange(len(idx)), np.maximum(j - 1, 0)])
-        at = grid[np.arange(len(idx)), j]
-        lo[idx] = np.where(hit, np.minimum(before, at), lo[idx])
-        hi[idx] = np.where(hit, np.maximum(before, at), hi[idx])
-        found[idx] = hit
+    at_q0 = np.abs(h0) <= _FIXED_TOL * q0
+    lo, hi, found = _bracket_fixed_q(excess, q0, up, at_q0.copy())
     todo = np.flatnonzero(found & (lo < hi))
     for _ in range(64):
-        mid = np.sqrt(lo[todo] * hi[todo])
+        mid = np.sqrt(lo[todo]) * np.sqrt(hi[todo])  # no overflow near 1e306
         above = excess(mid[:, None], todo)[:, 0] > 0  # V(q) > q: q* is above mid
         lo[todo], hi[todo] = np.where(above, mid, lo[todo]), np.where(above, hi[todo], mid)
-    q_star = np.where(found, np.sqrt(lo * hi), np.where(up, np.inf, 0.0))
-    return np.where(np.abs(h0) <= _FIXED_TOL * q0, q0, q_star)
+    q_star = np.where(found, np.sqrt(lo) * np.sqrt(hi), np.where(up, np.inf, 0.0))
+    return np.where(at_q0, q0, q_star)
 
 
 def length_fixed_point(
@@ -209,8 +258,8 @@ def length_fixed_point(
     Poole et al. 2016, §2. Found structurally (the map is increasing, so iterates move
     monotonically to the nearest fixed point on the side :math:`V(q_0) - q_0` points to):
     octaves above or below ``q0`` are scanned for a sign change of :math:`V(q) - q`, then
-    bisected to float precision. None within 2^-60 q0: collapse (``vanishing``, q* = 0);
-    none within 2^100 q0: ``explosion``. :math:`V'(q^*)` = 1 within 1e-6 is ``marginal``
+    bisected to float precision. None down to 1e-300: collapse (``vanishing``, q* = 0);
+    none up to 1e306: ``explosion``. :math:`V'(q^*)` = 1 within 1e-6 is ``marginal``
     (every q is fixed: linear at σw² = 1, ReLU at σw² = 2 without bias).
     """
     e = _e(activation)
@@ -225,14 +274,23 @@ def length_fixed_point(
 # --------------------------------------------------------------------------- correlation map
 
 
-def _pair_expectation(f: Callable[[Array], Array], g: Callable[[Array], Array], c: Array, q: Array,
-                      spec: tuple[float, int, int, int, int], chunk: int = 16) -> Array:
-    out = np.empty(len(c))
+def _pair_expectation(pairs: Sequence[Pair], c: Array, q: Array, fine: bool, features: Features) -> Array:
+    """:func:`initlab.quadrature.pair_expectation` in chunks, shape ``(len(pairs), len(c))``."""
+    spec = PAIR_FINE if fine else PAIR_COARSE
+    chunk = 4 if fine else 64  # bounded memory on grids: ~1e6 (fine) or ~1e4 (coarse) nodes per point
+    out = np.empty((len(pairs), len(c)))
     with np.errstate(all="ignore"):
-        for start in range(0, len(c), chunk):  # bounded memory on grids
+        for start in range(0, len(c), chunk):
             part = slice(start, start + chunk)
-            out[part] = pair_rule(c[part], spec).expect(f, g, np.sqrt(q[part]))
+            out[:, part] = pair_expectation(pairs, c[part], q[part], spec, features)
     return out
+
+
+def _correlation_map_and_slope(e: Elementwise, c: Array, q: Array, sw2: Array, sb2: Array, fine: bool
+                               ) -> tuple[Array, Array]:
+    """The correlation map and its slope at once (one quadrature rule for both)."""
+    pair, slope = _pair_expectation([(e.phi, e.phi), (e.dphi, e.dphi)], c, q, fine, e.features)
+    return (sw2 * pair + sb2) / q, sw2 * slope
 
 
 def correlation_map(activation: Activation | Elementwise, c: ArrayLike, q: ArrayLike, sw2: ArrayLike,
@@ -243,9 +301,9 @@ def correlation_map(activation: Activation | Elementwise, c: ArrayLike, q: Array
     inputs' pre-activations at the fixed length :math:`q^*` with correlation :math:`c_l`.
     Poole et al. 2016, §2 (the correlation map); Schoenholz et al. 2017, §2.
     """
-    phi = _e(activation).phi
+    e = _e(activation)
     cs, qs = np.broadcast_arrays(np.atleast_1d(np.asarray(c, float)), np.atleast_1d(np.asarray(q, float)))
-    pair = _pair_expectation(phi, phi, cs, qs, PAIR_FINE if fine else PAIR_COARSE)
+    pair = _pair_expectation([(e.phi, e.phi)], cs, qs, fine, e.features)[0]
     result: Array = (np.asarray(sw2) * pair + np.asarray(sb2)) / qs
     return result
 
@@ -258,9 +316,10 @@ def correlation_slope(activation: Activation | Elementwise, c: ArrayLike, q: Arr
     Schoenholz et al. 2017, §3: :math:`\xi_c^{-1} = -\ln[\sigma_w^2 \int Dz_1 Dz_2\,
     \varphi'(u_1)\varphi'(u_2)]`. At :math:`c = 1` it equals :math:`\chi_1`.
     """
-    dphi = _e(activation).dphi
+    e = _e(activation)
     cs, qs = np.broadcast_arrays(np.atleast_1d(np.asarray(c, float)), np.atleast_1d(np.asarray(q, float)))
-    return np.asarray(sw2) * _pair_expectation(dphi, dphi, cs, qs, PAIR_FINE if fine else PAIR_COARSE)
+    result: Array = np.asarray(sw2) * _pair_expectation([(e.dphi, e.dphi)], cs, qs, fine, e.features)[0]
+    return result
 
 
 def correlation_fixed_point(activation: Activation | Elementwise, q: ArrayLike, sw2: ArrayLike, sb2: ArrayLike,
@@ -281,8 +340,8 @@ def correlation_fixed_point(activation: Activation | Elementwise, q: ArrayLike, 
         if not todo.any():
             break
         idx = np.flatnonzero(todo)
-        h = correlation_map(e, c[idx], qs[idx], w2[idx], b2[idx], fine) - c[idx]
-        dh = correlation_slope(e, c[idx], qs[idx], w2[idx], fine) - 1.0
+        mapped, slope = _correlation_map_and_slope(e, c[idx], qs[idx], w2[idx], b2[idx], fine)
+        h, dh = mapped - c[idx], slope - 1.0
         lo[idx], hi[idx] = np.where(h >= 0, c[idx], lo[idx]), np.where(h >= 0, hi[idx], c[idx])
         with np.errstate(all="ignore"):
             step = np.where(dh < 0, c[idx] - h / dh, np.nan)
@@ -317,8 +376,9 @@ def phase_of(chi: float, tol: float = CRITICAL_TOL) -> Phase:
 
 
 def _chi1_at(e: Elementwise, q_star: Array, sw2: Array, q0: Array, fine: bool) -> Array:
-    """χ₁ at q*, or at the limit the scan reached where q collapses (2^-60 q0) or explodes (2^100 q0)."""
-    q = np.where(q_star == 0.0, q0 * 2.0**-_DOWN, np.where(np.isinf(q_star), q0 * 2.0**_UP, q_star))
+    """χ₁ at q*, or at the limit the scan reached where q collapses (1e-300) or explodes (1e306)."""
+    floor, ceiling = _limits(q0)
+    q = np.where(q_star == 0.0, floor, np.where(np.isinf(q_star), ceiling, q_star))
     return chi1(e, q, sw2, fine)
 
 
@@ -652,10 +712,10 @@ def _not_applicable(reason: str, sb2: float, ex2: float, config: Config) -> Pred
 
 def _homogeneous_kurtosis(e: Elementwise) -> float | None:
     """κ = E[φ⁴]/E[φ²]² − 1 when φ is positively homogeneous (E[φ(√q z)²]/q independent of q), else None."""
-    second = gaussian_expectation(lambda x: e.phi(x) ** 2, [1.0, 4.0])
+    second = _expect(e, lambda x: e.phi(x) ** 2, [1.0, 4.0])
     if not second[0] > 0.0 or abs(second[1] / 4.0 - second[0]) > 1e-12 * second[0]:
         return None
-    fourth = float(gaussian_expectation(lambda x: e.phi(x) ** 4, 1.0)[0])
+    fourth = float(_expect(e, lambda x: e.phi(x) ** 4, 1.0)[0])
     return fourth / float(second[0]) ** 2 - 1.0
 
 

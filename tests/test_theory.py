@@ -6,6 +6,7 @@ Every expected value is recomputed by a second route: scipy's adaptive quadratur
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -150,6 +151,135 @@ def test_tanh_correlation_map_matches_scipy_dblquad(c: float) -> None:
 
     pair = integrate.dblquad(integrand, -12, 12, -12, 12, epsabs=1e-12, epsrel=1e-11)[0]
     assert T.correlation_map(TANH, c, q, 2.5, 0.1)[0] == pytest.approx((2.5 * pair + 0.1) / q, rel=1e-8, abs=1e-10)
+
+
+def _features(activation: Activation) -> tuple[float, list[float]]:
+    """The bend's scale and the kinks/jumps of φ, read off the activation's own parameters."""
+    if activation.name == "softplus":
+        beta, threshold = activation.model_dump()["beta"], activation.model_dump()["threshold"]
+        return 1.0 / beta, [0.0, threshold / beta]
+    return 1.0, [0.0]
+
+
+def _quad_u(f: Any, q: float, scale: float, kinks: list[float]) -> float:
+    """E[f(u)], u ~ N(0, q), by scipy's adaptive quadrature in u itself, with breakpoints at the
+    activation's kinks, at ±scale·4^k (its bend) and at ±√q·2^k (the Gaussian's width), over ±14√q."""
+    s, reach = math.sqrt(q), 14.0 * math.sqrt(q)
+    marks = [*kinks, *(sign * scale * 4.0**k for k in range(-2, 4) for sign in (-1, 1)),
+             *(sign * s * 2.0**k for k in range(-3, 4) for sign in (-1, 1))]
+    points = sorted({-reach, reach, *(m for m in marks if -reach < m < reach)})
+
+    def integrand(u: float) -> float:
+        return float(f(np.array([u]))[0]) * math.exp(-0.5 * u * u / q) / (math.sqrt(2.0 * math.pi) * s)
+
+    return sum(integrate.quad(integrand, a, b, epsabs=0.0, epsrel=1e-12, limit=200)[0]
+               for a, b in itertools.pairwise(points))
+
+
+@pytest.mark.parametrize("spec", VARIANTS, ids=_id)
+def test_expectations_match_scipy_from_tiny_to_huge_variance(spec: str | dict[str, Any]) -> None:
+    """E[φ²] and E[φ′²] (the length map and χ₁) for q over 1e-8 … 1e12, against scipy in u.
+
+    The fixed-node rule in z missed φ′²'s peak of width 1/√q: tanh's χ₁ at σw² = 1e8 came out 8e-24.
+    """
+    activation = parse_activation(spec)
+    e = elementwise(activation)
+    scale, kinks = _features(activation)
+    for q in np.geomspace(1e-8, 1e12, 6):
+        want_phi2 = _quad_u(lambda u: e.phi(u) ** 2, q, scale, kinks)
+        want_chi = _quad_u(lambda u: e.dphi(u) ** 2, q, scale, kinks)
+        assert T.length_map(e, q, 1.0, 0.0)[0] == pytest.approx(want_phi2, rel=1e-8), q
+        assert T.chi1(e, q, 1.0)[0] == pytest.approx(want_chi, rel=1e-8), q
+
+
+@pytest.mark.parametrize("spec", VARIANTS, ids=_id)
+def test_expectations_at_zero_and_tiny_variance(spec: str | dict[str, Any]) -> None:
+    """q = 0 is φ(0)²; as q → 0, E[φ′²] → the mean of φ′(0±)² (a kink's two sides), and where
+    φ(0) = 0, E[φ(√q z)²] = q·(that mean) + O(q²)."""
+    e = elementwise(parse_activation(spec))
+    phi0, d0 = float(e.phi(np.zeros(1))[0]), float(e.dphi(np.zeros(1))[0])
+    sides = float(np.mean(e.dphi(np.array([-1e-200, 1e-200])) ** 2))
+    assert T.length_map(e, 0.0, 2.0, 0.1)[0] == pytest.approx(2.0 * phi0**2 + 0.1, rel=1e-15, abs=1e-300)
+    assert T.chi1(e, 0.0, 1.0)[0] == pytest.approx(d0**2, rel=1e-15)
+    assert T.chi1(e, [1e-300, 1e-24], 1.0) == pytest.approx([sides] * 2, rel=1e-9)
+    if phi0 == 0.0:
+        assert T.length_map(e, 1e-300, 1.0, 0.0)[0] == pytest.approx(1e-300 * sides, rel=1e-9)
+    assert np.isfinite(T.post_std(e, [0.0, 1e-300])).all()
+
+
+@pytest.mark.parametrize("spec", ["tanh", "selu", "softplus", {"name": "elu", "alpha": 0.5}])
+def test_length_map_slope_at_large_variance_is_its_derivative(spec: str | dict[str, Any]) -> None:
+    """At large q ∂V/∂q is tiny for saturating φ: a relative central difference of the length map."""
+    act = parse_activation(spec)
+    for q in (1e4, 1e8):
+        h = 1e-4 * q
+        numeric = (T.length_map(act, q + h, 1.0, 0.0)[0] - T.length_map(act, q - h, 1.0, 0.0)[0]) / (2 * h)
+        assert T.length_map_slope(act, q, 1.0)[0] == pytest.approx(numeric, rel=1e-5)
+
+
+@pytest.mark.parametrize("sw2", [1e6, 1e8, 1e60])
+def test_tanh_at_huge_weight_variance_is_chaotic(sw2: float) -> None:
+    """q* → σw² (tanh saturates: E[tanh²] → 1) and χ₁ = σw² E[sech⁴(√q* z)] → σw²(4/3)/√(2πq*) (Laplace:
+    ∫sech⁴ = 4/3 against the Gaussian's density 1/√(2πq*) at 0); c* = 0 (odd φ, σb² = 0) with
+    χ_c = σw² E[sech²]² → σw²·(2/√(2πq*))² = 2/π. Before: χ₁ = 51 at 1e6, 8e-24 ('ordered') at 1e8."""
+    at = T.point(TANH, sw2, 0.0)
+    assert at.fate == "fixed_point" and at.q_star is not None
+    assert at.q_star == pytest.approx(sw2 * (1 - 2 / math.sqrt(2 * math.pi * sw2)), rel=1e-5)
+    assert at.chi1 == pytest.approx(sw2 * 4 / 3 / math.sqrt(2 * math.pi * at.q_star), rel=2e-5)
+    assert at.phase == "chaotic" and at.c_star == pytest.approx(0.0, abs=1e-12)
+    assert at.chi_c == pytest.approx(2 / math.pi, rel=2e-3) and at.xi_c == pytest.approx(-1 / math.log(at.chi_c))
+    assert at.xi_q is not None and 0 < at.xi_q < 1  # ∂V/∂q ≈ σw²/(√(2π) q*^1.5): q settles at once
+
+
+@pytest.mark.parametrize("q", [1e-8, 1e8, 1e12])
+def test_relu_correlation_map_is_the_arc_cosine_kernel_at_any_variance(q: float) -> None:
+    relu, c = parse_activation("relu"), 0.4
+    theta = math.acos(c)
+    kernel = (math.sin(theta) + (math.pi - theta) * math.cos(theta)) / (2 * math.pi)
+    assert T.correlation_map(relu, c, q, 2.0, 0.0)[0] == pytest.approx(2.0 * kernel, rel=1e-10)
+    assert T.correlation_slope(relu, c, q, 2.0)[0] == pytest.approx((math.pi - theta) / math.pi, rel=1e-10)
+
+
+@pytest.mark.parametrize("c", [0.0, 0.3, -0.6, 0.9])
+def test_tanh_correlation_expectations_at_large_variance(c: float) -> None:
+    """q = 1e8: E[sech²(u1)sech²(u2)] = (∫sech²)² p(0, 0) (1 + O(1/q)) = 4/(2πq√(1−c²)), and
+    E[tanh u1 tanh u2] → E[sign u1 sign u2] = (2/π) arcsin c (Sheppard) up to O(1/√q)."""
+    q = 1e8
+    assert T.correlation_slope(TANH, c, q, 1.0)[0] == pytest.approx(4 / (2 * math.pi * q * math.sqrt(1 - c * c)),
+                                                                    rel=1e-6)
+    assert T.correlation_map(TANH, c, q, q, 0.0)[0] == pytest.approx(2 / math.pi * math.asin(c), abs=1e-3)
+
+
+def test_fixed_point_is_found_far_from_q0() -> None:
+    """q* is searched over the float range, not a fixed number of octaves from q0: tanh's q* ≈ σw²
+    from q0 = 1e82 (it was 'vanishing', q* = 0) and from q0 = 1 at σw² = 1e60 and 1e300 (it was
+    'explosion'); and a tiny q* = σb²/(1 − σw²) (to O(q*²)) from q0 = 1 (it was 'vanishing')."""
+    for sw2, q0 in ((2.56e62, 2.56e82), (1e60, 1.0), (1e300, 1.0)):
+        fixed = T.length_fixed_point(TANH, sw2, 0.0, q0)
+        assert fixed.kind == "fixed_point" and fixed.q == pytest.approx(sw2, rel=1e-12)
+    tiny = T.length_fixed_point(TANH, 0.5, 1e-40)
+    assert tiny.kind == "fixed_point" and tiny.q == pytest.approx(2e-40, rel=1e-9)
+    relu = parse_activation("relu")
+    assert T.length_fixed_point(relu, 3.0, 0.0).kind == "explosion"
+    assert T.length_fixed_point(relu, 1.0, 0.0).kind == "vanishing"
+
+
+def test_run_prediction_at_an_overflowing_weight_std_is_chaotic_not_ordered() -> None:
+    """The issue's ``init.std=1e30`` (σw² = 1e60·256): the verdict printed 'chi1 = 0 (ordered)'."""
+    base = {"name": "t", "seed": 0, "model": {"depth": 8, "width": 256, "activation": "tanh"},
+            "init": {"scheme": "normal", "std": 1e30}, "data": {"batch_size": 8, "std": 1e10}}
+    prediction = T.predict(Config.model_validate(base), 1e20)
+    sw2 = 1e60 * 256
+    assert prediction.q_star == pytest.approx(sw2, rel=1e-12) and prediction.phase == "chaotic"
+    assert prediction.chi1 == pytest.approx(4 / 3 * math.sqrt(sw2 / (2 * math.pi)), rel=1e-6)
+    assert prediction.q[0] == pytest.approx(sw2 * 1e20) and prediction.q[1] == pytest.approx(sw2, rel=1e-12)
+
+
+def test_theory_command_at_huge_weight_variance() -> None:
+    code, out, err = _invoke("tanh", "--sw2", "1e8", "--json", "--depth", "2")
+    doc = json.loads(out)
+    assert code == 0, err
+    assert doc["phase"] == "chaotic" and doc["chi1"] == pytest.approx(5319.44, rel=1e-5)
 
 
 def test_length_map_slope_is_the_derivative_of_the_length_map() -> None:
