@@ -101,7 +101,10 @@ def expected(layers: Any, summary: dict[str, Any]) -> tuple[str, float | None]:
         return "explosion", math.inf
     if not predicted[-1] > 0:  # the prediction underflows
         return "vanishing", -math.inf
-    drift = (theory.get("log_std_drift") or 0.0) / math.log(10)  # nats over the depth -> decades
+    # Hanin & Rolnick's drift (nats over the depth -> decades) is for Gaussian weights: orthogonal
+    # ones preserve the norm of a linear net exactly, so it gets none (ReLU's mask still drifts).
+    exact = str(summary.get("scheme") or "").startswith("orthogonal") and summary.get("activation") == "linear"
+    drift = 0.0 if exact else (theory.get("log_std_drift") or 0.0) / math.log(10)
     decades = math.log10(predicted[-1] / summary["input_std"]) + drift
     if abs(decades) >= 1:
         return ("explosion" if decades > 0 else "vanishing"), decades
@@ -131,7 +134,7 @@ def judge_cell(key: tuple[Any, ...], tables: list[Any], summaries: list[dict[str
         "median": verdict.regime, "reason": verdict.reason,
         "old_median": old.classify(compare.cell_trace(median, summaries, width), old_th).regime,
         "ratios": [s["ratio"] for s in summaries if s.get("ratio") is not None],
-        "want": expected(tables[0], {**summaries[0], "activation": key[1]}),
+        "want": expected(tables[0], {**summaries[0], "scheme": key[0], "activation": key[1]}),
     }
 
 
