@@ -7,15 +7,21 @@ import difflib
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from pydantic_core import PydanticCustomError
 
 #: The largest magnitude a config float may have. Values reach torch as float32 scalars
 #: (a uniform range, a fill value, an activation's parameter) and products of them (a
 #: gain times a bound), which overflow near 3.4e38; no study needs more than this.
 LIMIT = 1e38
+
+#: A config float: a number, an integer included, never text ('1_000', '0.5') or a boolean.
+#: pydantic's lax float would parse text, breaking the one number rule of :mod:`initlab.yamlfile`.
+Float = Annotated[float, Field(strict=True)]
+NonNegativeFloat = Annotated[Float, Field(ge=0)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
 
 
 def suggest(given: str, valid: Iterable[str]) -> str:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BeforeValidator, Field, PositiveFloat
+from pydantic import BeforeValidator, Field
 
-from initlab._pydantic import Choice, Frozen, validate_as
+from initlab._pydantic import Choice, Float, Frozen, PositiveFloat, validate_as
 
 if TYPE_CHECKING:
     import torch
@@ -111,7 +111,7 @@ class ReLU(_TorchKnown):
 
 class LeakyReLU(_TorchKnown):
     name: Literal["leaky_relu"] = "leaky_relu"
-    negative_slope: float = Field(0.01, ge=0.0, description="slope for negative inputs")
+    negative_slope: Float = Field(0.01, ge=0.0, description="slope for negative inputs")
 
     def module(self) -> nn.Module:
         from torch import nn

@@ -12,14 +12,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     Field,
-    NonNegativeFloat,
     SerializerFunctionWrapHandler,
     ValidationError,
     model_serializer,
@@ -29,7 +28,16 @@ from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails
 
 from initlab import activations, schemes, yamlfile
-from initlab._pydantic import Choice, Frozen, custom_error, unknown, unknown_choice, validate_as
+from initlab._pydantic import (
+    Choice,
+    Float,
+    Frozen,
+    NonNegativeFloat,
+    custom_error,
+    unknown,
+    unknown_choice,
+    validate_as,
+)
 from initlab.activations import ActivationConfig, Linear
 from initlab.errors import ConfigError
 from initlab.schemes import Scheme, SchemeConfig, Zeros
@@ -67,6 +75,8 @@ class _WithScheme(Frozen):
     ``weight`` on the way in and put back beside the others on the way out."""
 
     weight: SchemeConfig
+    #: The scheme when the mapping names none; None: ``scheme`` is required.
+    default_scheme: ClassVar[str | None] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -75,7 +85,9 @@ class _WithScheme(Frozen):
             return data
         own = set(cls.model_fields) - {"weight"}
         scheme = {key: value for key, value in data.items() if key not in own}
-        return {**{k: v for k, v in data.items() if k in own}, "weight": {"scheme": "default", **scheme}}
+        if cls.default_scheme is not None:
+            scheme = {"scheme": cls.default_scheme, **scheme}
+        return {**{k: v for k, v in data.items() if k in own}, "weight": scheme}
 
     @model_serializer(mode="wrap")
     def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -84,7 +96,9 @@ class _WithScheme(Frozen):
 
 
 class LayerInit(_WithScheme):
-    """A per-layer override of the weight scheme: ``{index: 0, scheme: constant, val: 0.5}``."""
+    """A per-layer override of the weight scheme: ``{index: 0, scheme: constant, val: 0.5}``.
+    It names its scheme, as ``init.bias`` does: an override that silently meant ``default``
+    would hide a forgotten key."""
 
     index: Int = Field(description="block index; negative counts from the end")
 
@@ -93,6 +107,7 @@ class InitConfig(_WithScheme):
     """How weights (``scheme`` and its arguments) and biases are initialised."""
 
     weight: SchemeConfig = Field(default_factory=schemes.Default)
+    default_scheme: ClassVar[str | None] = "default"
     layers: tuple[LayerInit, ...] = ()
     bias: SchemeConfig = Field(default_factory=Zeros)
 
@@ -112,7 +127,7 @@ class NormalData(_Data):
     """Inputs drawn from N(mean, std²)."""
 
     distribution: Literal["normal"] = "normal"
-    mean: float = 0.0
+    mean: Float = 0.0
     std: NonNegativeFloat = 1.0
 
 
@@ -120,8 +135,8 @@ class UniformData(_Data):
     """Inputs drawn from U(low, high)."""
 
     distribution: Literal["uniform"] = "uniform"
-    low: float = -1.0
-    high: float = 1.0
+    low: Float = -1.0
+    high: Float = 1.0
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformData:
@@ -402,7 +417,7 @@ def _got(given: Any, text: str | None, kind: bool = False) -> str:
         return "nothing (null)"
     shown = repr(given) if isinstance(given, str) else text if text is not None else repr(given)
     name = next(name for cls, name in (*_KINDS, (object, "a value")) if isinstance(given, cls))
-    return f"{shown} ({name})" if kind and not isinstance(given, str) else shown
+    return f"{shown} ({name})" if kind else shown
 
 
 def _describe(error: Mapping[str, Any], path: ConfigPath, raw: Any, text: str | None,

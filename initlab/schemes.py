@@ -19,10 +19,10 @@ import functools
 import math
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BeforeValidator, Field, NonNegativeFloat, PositiveFloat, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from initlab._pydantic import Choice, Frozen, unknown_choice, validate_as
+from initlab._pydantic import Choice, Float, Frozen, NonNegativeFloat, PositiveFloat, unknown_choice, validate_as
 from initlab.activations import Activation
 
 if TYPE_CHECKING:
@@ -50,11 +50,8 @@ _GAIN_NAMES = ("auto", "torch", "second_moment", "std_ratio")
 def _check_gain(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):  # one error, not one per union member
         raise PydanticCustomError("value_error", f"expected a number or one of {', '.join(_GAIN_NAMES)}")
-    if isinstance(value, str) and value not in _GAIN_NAMES:
-        try:
-            return float(value)
-        except ValueError:
-            raise unknown_choice("gain", value, _GAIN_NAMES, "gain") from None
+    if isinstance(value, str) and value not in _GAIN_NAMES:  # text is a name, never a number ('1_000')
+        raise unknown_choice("gain", value, _GAIN_NAMES, "gain")
     return value
 
 
@@ -100,7 +97,7 @@ class Normal(Scheme):
     r"""Fill with :math:`\mathcal{N}(\text{mean}, \text{std}^2)` (``torch.nn.init.normal_``)."""
 
     scheme: Literal["normal"] = "normal"
-    mean: float = 0.0
+    mean: Float = 0.0
     std: NonNegativeFloat = 1.0
 
     def init_(self, tensor: torch.Tensor, activation: Activation, generator: torch.Generator | None) -> None:
@@ -113,8 +110,8 @@ class Uniform(Scheme):
     r"""Fill with :math:`\mathcal{U}(a, b)` (``torch.nn.init.uniform_``)."""
 
     scheme: Literal["uniform"] = "uniform"
-    a: float = 0.0
-    b: float = 1.0
+    a: Float = 0.0
+    b: Float = 1.0
 
     def init_(self, tensor: torch.Tensor, activation: Activation, generator: torch.Generator | None) -> None:
         from torch.nn import init
@@ -132,7 +129,7 @@ class Constant(Scheme):
     """Fill with ``val`` (``torch.nn.init.constant_``)."""
 
     scheme: Literal["constant"] = "constant"
-    val: float
+    val: Float
 
     def init_(self, tensor: torch.Tensor, activation: Activation, generator: torch.Generator | None) -> None:
         from torch.nn import init
@@ -251,10 +248,10 @@ class TruncNormal(Scheme):
     r""":math:`\mathcal{N}(\text{mean}, \text{std}^2)` redrawn outside :math:`[a, b]` (``trunc_normal_``)."""
 
     scheme: Literal["trunc_normal"] = "trunc_normal"
-    mean: float = 0.0
+    mean: Float = 0.0
     std: PositiveFloat = 1.0
-    a: float = -2.0
-    b: float = 2.0
+    a: Float = -2.0
+    b: Float = 2.0
 
     def init_(self, tensor: torch.Tensor, activation: Activation, generator: torch.Generator | None) -> None:
         from torch.nn import init
@@ -280,7 +277,7 @@ class Sparse(Scheme):
 
     scheme: Literal["sparse"] = "sparse"
     needs_matrix: ClassVar[bool] = True
-    sparsity: float = Field(ge=0.0, le=1.0)
+    sparsity: Float = Field(ge=0.0, le=1.0)
     std: NonNegativeFloat = 0.01
 
     def init_(self, tensor: torch.Tensor, activation: Activation, generator: torch.Generator | None) -> None:

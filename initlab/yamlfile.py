@@ -28,6 +28,7 @@ _FLOAT = re.compile(
     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
 )
 _INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _yaml12_resolvers() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
@@ -86,8 +87,11 @@ class Document:
 def read(text: str, source: str) -> Document:
     """Parse a config file's text; every problem is a :class:`ConfigError` naming ``source:line``."""
     loader = Loader(text)
+    doc = Document({})
     try:
         node = loader.get_single_node()
+        # walked before construct_document, which flattens `<<` merges into the mapping's pairs
+        duplicates = list(_walk(node, (), doc)) if node is not None else []
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
@@ -100,8 +104,7 @@ def read(text: str, source: str) -> Document:
         raise ConfigError([f"{source} is empty: write at least one key, or {{}} to run every default"])
     if not isinstance(data, dict):
         raise ConfigError([f"{source}:1: the config must be a mapping of keys to values"])
-    doc = Document(data)
-    duplicates = list(_walk(node, (), doc)) if node is not None else []
+    doc.data = data
     if duplicates:
         raise ConfigError([f"{source}:{line}: {message}" for line, message in duplicates])
     return doc
@@ -116,14 +119,35 @@ def _walk(node: yaml.Node, path: KeyPath, doc: Document) -> Iterator[tuple[int, 
     elif isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             sub = (*path, str(key.value))
-            line = key.start_mark.line + 1
-            if sub in doc.lines and key.value != "<<":
-                dotted = ".".join(str(p) for p in sub)
-                yield line, f"{dotted}: duplicate key (first at line {doc.lines[sub]})"
+            if key.tag == _MERGE_TAG:
                 continue
-            doc.lines[sub] = line
+            if sub in doc.lines:
+                dotted = ".".join(str(p) for p in sub)
+                yield key.start_mark.line + 1, f"{dotted}: duplicate key (first at line {doc.lines[sub]})"
+                continue
+            doc.lines[sub] = key.start_mark.line + 1
             yield from _walk(value, sub, doc)
+        for key, value in _merged(node, len(path)):  # a key written in the mapping overrides a merged one
+            sub = (*path, str(key.value))
+            if sub not in doc.lines:
+                doc.lines[sub] = key.start_mark.line + 1
+                yield from _walk(value, sub, doc)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             doc.lines[path + (i,)] = item.start_mark.line + 1
             yield from _walk(item, path + (i,), doc)
+
+
+def _merged(node: yaml.MappingNode, depth: int) -> Iterator[tuple[yaml.Node, yaml.Node]]:
+    """The pairs ``<<`` merges into ``node``, the first merged mapping's first (YAML's merge
+    key: earlier mappings win, and the mapping's own keys win over all of them)."""
+    if depth > 32:  # a merge that contains itself
+        return
+    for key, value in node.value:
+        if key.tag != _MERGE_TAG:
+            continue
+        sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+        for source in sources:
+            if isinstance(source, yaml.MappingNode):
+                yield from ((k, v) for k, v in source.value if k.tag != _MERGE_TAG)
+                yield from _merged(source, depth + 1)

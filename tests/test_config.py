@@ -104,7 +104,7 @@ LINE = re.compile(r"^(?P<where>[^:]+\.yaml:\d+|override '[^']+'): (?P<path>[\w.]
         ("model:\n  depth: 0\n", 2, "model.depth", "greater than or equal to 1"),
         ("model:\n  width: 0\n", 2, "model.width", "greater than or equal to 1"),
         ("data:\n  batch_size: 0\n", 2, "data.batch_size", "greater than or equal to 1"),
-        ("model:\n  depth: ten\n", 2, "model.depth", "expected an integer, got 'ten'"),
+        ("model:\n  depth: ten\n", 2, "model.depth", "expected an integer, got 'ten' (text)"),
         ("seed: 1\nmodle: {}\n", 2, "modle", "did you mean 'model'"),
         ("model:\n  widht: 3\n", 2, "model.widht", "did you mean 'width'"),
         ("model:\n  activation: tanhh\n", 2, "model.activation", "did you mean 'tanh'? valid: elu, gelu"),
@@ -158,7 +158,7 @@ def test_non_mapping_and_missing_files(tmp_path: Path, write_yaml) -> None:  # t
     ("override", "expected"),
     [
         ("model.depth", "expected dotted.path=value"),
-        ("model.depth=abc", "override 'model.depth=abc': model.depth: expected an integer, got 'abc'"),
+        ("model.depth=abc", "override 'model.depth=abc': model.depth: expected an integer, got 'abc' (text)"),
         ("model.dpth=3", "override 'model.dpth=3': model.dpth: unknown key 'dpth'; did you mean 'depth'?"),
         ("seed.x=1", "seed is not a mapping"),
         ("init.layers.5.val=1", "'5' is not an index of a list of 0"),

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from initlab.cli import app
 from initlab.config import Config, Override, load_config, to_yaml
 from initlab.errors import ConfigError
+from initlab.schemes import Constant, Normal
 
 runner = CliRunner()
 TINY = ["model.depth=3", "model.width=8"]
@@ -50,6 +51,33 @@ def test_a_duplicate_key_names_both_lines(write_yaml, text: str, expected: str) 
     assert refused("run", str(path), "--no-save") == f"{path}{expected}"
 
 
+@pytest.mark.parametrize(
+    ("text", "depth", "width"),
+    [
+        ("model: {<<: {depth: 3, width: 8}, width: 4}\n", 3, 4),
+        ("model:\n  width: 4\n  <<: {depth: 3, width: 8}\n", 3, 4),
+        ("model: {<<: [{depth: 3}, {depth: 5, width: 8}]}\n", 3, 8),
+    ],
+)
+def test_a_key_written_beside_a_merge_overrides_it(write_yaml, text: str, depth: int, width: int) -> None:  # type: ignore[no-untyped-def]
+    config = load_config(write_yaml(text))
+    assert (config.model.depth, config.model.width) == (depth, width)
+
+
+def test_a_merged_anchor_keeps_its_lines(write_yaml) -> None:  # type: ignore[no-untyped-def]
+    text = "init:\n  layers:\n    - &l {index: 0, scheme: constant, val: 0.5}\n    - {<<: *l, index: 1}\n"
+    layers = load_config(write_yaml(text, "ok.yaml"), ["model.depth=3"]).init.layers
+    assert [(layer.index, layer.weight) for layer in layers] == [(0, Constant(val=0.5)), (1, Constant(val=0.5))]
+    path = write_yaml(text + "    - {<<: *l, index: 2, val: x}\n")
+    line = refused("run", str(path), "model.depth=3", "--no-save")
+    assert line == f"{path}:5: init.layers.2.val: expected a number, got 'x' (text)"
+
+
+def test_a_duplicate_beside_a_merge_is_still_refused(write_yaml) -> None:  # type: ignore[no-untyped-def]
+    path = write_yaml("model:\n  <<: {depth: 3}\n  width: 4\n  width: 5\n")
+    assert refused("run", str(path), "--no-save") == f"{path}:4: model.width: duplicate key (first at line 3)"
+
+
 def test_every_duplicate_is_reported(write_yaml) -> None:  # type: ignore[no-untyped-def]
     path = write_yaml("seed: 1\nseed: 2\nmodel: {depth: 3, depth: 4}\n")
     with pytest.raises(ConfigError) as info:
@@ -85,6 +113,41 @@ def test_an_integer_field_refuses_a_float_alike_from_file_and_override(write_yam
     what = f"{field}: expected an integer, got 1e2 (a float)"
     assert from_file == f"{path}:{text.count(chr(10))}: {what}"
     assert from_override == f"override '{field}=1e2': {what}"
+
+
+@pytest.mark.parametrize(("field", "text", "shown"), [
+    ("init.std", "1_000", "'1_000' (text)"), ("init.std", '"0.5"', "'0.5' (text)"),
+    ("init.std", "' 2 '", "' 2 ' (text)"), ("init.std", "'1e-1'", "'1e-1' (text)"),
+    ("init.mean", "true", "true (a boolean)"), ("data.mean", "1_000", "'1_000' (text)"),
+    ("model.activation.negative_slope", "'0.2'", "'0.2' (text)"),
+])
+def test_a_float_field_takes_numbers_only_from_file_and_override(write_yaml, field: str, text: str, shown: str) -> None:  # type: ignore[no-untyped-def]
+    section, key = field.rsplit(".", 1)
+    head = {"init": "init: {scheme: normal, ", "data": "data: {",
+            "model.activation": "model: {activation: {name: leaky_relu, "}
+    path = write_yaml(f"{head[section]}{key}: {text}}}{'}' if section.startswith('model') else ''}\n")
+    what = f"{field}: expected a number, got {shown}"
+    assert refused("run", str(path), "--no-save") == f"{path}:1: {what}"
+    base = write_yaml(f"{head[section]}}}{'}' if section.startswith('model') else ''}\n", "base.yaml")
+    assert refused("run", str(base), f"{field}={text}", "--no-save") == f"override {f'{field}={text}'!r}: {what}"
+
+
+def test_a_float_field_still_takes_an_integer(write_yaml) -> None:  # type: ignore[no-untyped-def]
+    config = load_config(write_yaml("init: {scheme: normal, std: 2}\n"), ["data.mean=1", "init.mean=-3"])
+    assert (config.init.weight.std, config.init.weight.mean, config.data.mean) == (2.0, -3.0, 1.0)  # type: ignore[union-attr]
+    assert load_config(write_yaml("init: {scheme: xavier, gain: auto}\n")).init.weight.gain == "auto"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("layer", ["{index: 0}", "{index: 0, val: 0.5}"])
+def test_a_layer_override_names_its_scheme_as_the_bias_does(write_yaml, layer: str) -> None:  # type: ignore[no-untyped-def]
+    path = write_yaml(f"init:\n  layers:\n    - {layer}\n")
+    line = refused("run", str(path), "--no-save")
+    assert line.startswith(f"{path}:3: init.layers.0: no 'scheme': name the scheme, one of: constant, default, ")
+    bias = refused("run", str(write_yaml("model: {bias: true}\ninit: {bias: {std: 2}}\n", "b.yaml")), "--no-save")
+    assert bias.split(": ", 2)[2] == line.split(": ", 2)[2]
+    named = load_config(write_yaml("init:\n  layers:\n    - {index: 0, scheme: constant, val: 0.5}\n", "ok.yaml"))
+    assert named.init.layers[0].weight == Constant(val=0.5)
+    assert load_config(write_yaml("init: {std: 2, scheme: normal}\n", "top.yaml")).init.weight == Normal(std=2)
 
 
 def test_a_layer_index_takes_integers_only(write_yaml) -> None:  # type: ignore[no-untyped-def]
@@ -197,7 +260,7 @@ def test_compare_options_are_named_as_typed(tmp_path: Path) -> None:
         "--activation 'tanhh': model.activation.name: unknown activation 'tanhh'; did you mean 'tanh'?"
     )
     assert refused("compare", "--schemes", "xavier", "--activation", "elu:alpha=x", "--out", str(tmp_path)) == (
-        "--activation 'elu:alpha=x': model.activation.alpha: expected a number, got 'x'"
+        "--activation 'elu:alpha=x': model.activation.alpha: expected a number, got 'x' (text)"
     )
     assert not any(tmp_path.iterdir())
 
