@@ -396,14 +396,8 @@ def agreement(regime: Regime, figures: dict[str, Any], theory: dict[str, Any], t
     if not theory["applicable"]:
         return None, f"theory does not apply: {theory['reason']}"
     predicted, ratio = figures["theory_regime"], figures["theory_ratio"]
-    detail = ", ".join(
-        text for text in (
-            None if ratio is None else f"x{ratio:.3g} of the input's std",
-            None if theory["q_star"] is None else f"q* = {theory['q_star']:.3g}",
-            None if theory["chi1"] is None else f"chi1 = {theory['chi1']:.3g} ({theory['phase']})",
-        ) if text
-    )
-    said = f"predicts {predicted} ({detail})"
+    # q*, χ₁ and the phase have a line of their own (summary.json's ``theory``): not repeated here.
+    said = f"predicts {predicted}" + ("" if ratio is None else f" (x{ratio:.3g} of the input's std)")
     if predicted == regime or (regime == "saturated" and predicted == "stable"):
         return True, f"theory agrees: it {said}"
     return False, f"theory disagrees: it {said}; likely {_likely_cause(theory, thresholds)}"
