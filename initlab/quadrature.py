@@ -83,8 +83,8 @@ class PairRule:
 #: The default 2-D rule: outer 2 x 20 panels x 16 nodes on [-10, 10]; inner 80 panels x 8 nodes
 #: (width 1/4) plus the split at the kink. ~1e-10 for the registered activations at q <= 25.
 PAIR_FINE = (10.0, 20, 16, 80, 8)
-#: A coarse 2-D rule for grids (phase diagrams): ~1e-4 for tanh at q <= 4, ~1e-5 for ReLU;
-#: about 60 times cheaper.
+#: A coarse 2-D rule for grids (phase diagrams), measured against PAIR_FINE: the correlation map
+#: ~1e-6 and its slope ~1e-5 at q <= 20 (tanh, SELU, ReLU), the slope ~1e-3 at q = 50; ~60x cheaper.
 PAIR_COARSE = (7.0, 4, 8, 16, 6)
 
 
