@@ -388,8 +388,11 @@ def theory(
         typer.Option("--depth", metavar="N", min=1, max=100_000, help="Layers of the per-layer prediction."),
     ] = 10,
     q0: Annotated[
-        float, typer.Option("--q0", metavar="NUMBER", help="q_0, the first pre-activation second moment.")
-    ] = 1.0,
+        float | None,
+        typer.Option("--q0", metavar="NUMBER", show_default=False,
+                     help="q_0, the first pre-activation second moment. [default: σw² + σb², a unit-variance "
+                     "input's; 1 for --critical and --phase]"),
+    ] = None,
     critical: Annotated[
         bool, typer.Option("--critical", help="The edge of chaos: σw² for the given --sb2, or σb² for the given --sw2.")
     ] = False,
@@ -418,18 +421,23 @@ def theory(
         if phase:
             _theory_phase(act, sw2_max, sb2_max, out, json_output)
         elif critical:
-            _theory_critical(act, sw2, sb2, q0, json_output)
+            _theory_critical(act, sw2, sb2, 1.0 if q0 is None else q0, json_output)
         else:
             _theory_point(act, 1.0 if sw2 is None else sw2, 0.0 if sb2 is None else sb2, q0, depth, json_output)
 
 
-def _theory_point(act: Any, sw2: float, sb2: float, q0: float, depth: int, json_output: bool) -> None:
+def _theory_point(act: Any, sw2: float, sb2: float, q0: float | None, depth: int, json_output: bool) -> None:
     from initlab import report_theory as render
     from initlab import theory as mf
 
-    at = mf.point(act, sw2, sb2, q0)
-    layers = mf.trajectory(act, q0, [sw2] * depth, sb2)
-    typer.echo((render.point_json if json_output else render.point_text)(act.label(), at, layers), nl=False)
+    start = sw2 + sb2 if q0 is None else q0  # `run`'s q0 = σw²·E[x²] + σb² for a unit-variance input
+    at = mf.point(act, sw2, sb2, start)
+    layers = mf.trajectory(act, start, [sw2] * depth, sb2)
+    if json_output:
+        typer.echo(render.point_json(act.label(), at, layers), nl=False)
+    else:
+        note = " (input E[x²] = 1)" if q0 is None else " (--q0)"
+        typer.echo(render.point_text(act.label(), at, layers, note), nl=False)
 
 
 def _theory_critical(act: Any, sw2: float | None, sb2: float | None, q0: float, json_output: bool) -> None:
@@ -451,10 +459,15 @@ def _theory_critical(act: Any, sw2: float | None, sb2: float | None, q0: float, 
         found = mf.critical_sigma_b2(act, value, q0)
         w2, b2 = value, found
     at = mf.point(act, w2, b2, q0) if w2 is not None and b2 is not None else None
+    limit = None if found is not None else (
+        mf.critical_sigma_w2(act, value, q0, asymptotic=True) if sw2 is None
+        else mf.critical_sigma_b2(act, value, q0, asymptotic=True))
     if json_output:
-        typer.echo(render.critical_json(act.label(), w2, b2, at), nl=False)
+        boundary = None if limit is None else {"sw2": limit if sw2 is None else value,
+                                               "sb2": value if sw2 is None else limit}
+        typer.echo(render.critical_json(act.label(), w2, b2, at, boundary), nl=False)
     else:
-        typer.echo(render.critical_text(act.label(), given, value, found, at), nl=False)
+        typer.echo(render.critical_text(act.label(), given, value, found, at, limit), nl=False)
 
 
 def _theory_phase(act: Any, sw2_max: float, sb2_max: float, out: Path, json_output: bool) -> None:
@@ -466,7 +479,7 @@ def _theory_phase(act: Any, sw2_max: float, sb2_max: float, out: Path, json_outp
     from initlab.results import check_creatable
 
     check_creatable(out)  # before the diagram is computed: an unwritable --out is one line, exit 2
-    diagram = mf.phase_diagram(act, np.linspace(sw2_max / 60, sw2_max, 60), np.linspace(0.0, sb2_max, 41))
+    diagram = mf.phase_diagram(act, np.linspace(0.0, sw2_max, 61), np.linspace(0.0, sb2_max, 41))
     stem = "theory-phase-" + "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in act.label()).strip("-")
     files = []
     out.mkdir(parents=True, exist_ok=True)

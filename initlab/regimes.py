@@ -404,7 +404,8 @@ def agreement(regime: Regime, figures: dict[str, Any], theory: dict[str, Any], t
 
 
 def _likely_cause(theory: dict[str, Any], thresholds: VerdictConfig) -> str:
-    ratio, drift, spread = theory["depth_over_width"], theory["log_std_drift"], theory["log_std_spread"]
+    ratio = theory["depth_over_width"]
+    drift, spread = theory["finite_width_log_std_drift"], theory["finite_width_log_std_spread"]
     if ratio is not None and ratio >= thresholds.finite_width:
         hanin = "" if drift is None else (
             f"; Hanin & Rolnick: log-std drift {drift:.3g} +- {spread:.2g} e-folds across seeds, which the "

@@ -34,31 +34,40 @@ _FATES = {
 }
 
 
+#: How a phase reads: where q has no fixed point, the phase is no phase (see theory.Phase).
+PHASE_TEXT = {"exploding": "exploding (no fixed point)", "vanishing": "vanishing (no fixed point)"}
+_PHASE_NAMES = {-2: "vanishing", -1: "ordered", 0: "critical", 1: "chaotic", 2: "exploding"}
+
+
 def summary_line(theory: dict[str, Any]) -> str:
     """``run``'s line under the verdict: q*, χ₁ (phase), ξ_c of the network's prediction
     (:meth:`initlab.theory.Prediction.summary`), ``n/a`` where undefined, or why the theory does not apply."""
     if not theory["applicable"]:
         return f"theory: does not apply: {theory['reason']}"
-    phase = theory["phase"] or "n/a"
+    phase = PHASE_TEXT.get(theory["phase"], theory["phase"]) or "n/a"
     line = (f"theory: q* = {num(theory['q_star'])}, χ₁ = {num(theory['chi1'])}, phase {phase}, "
             f"ξ_c = {num(theory['xi_c'])} layers (mean field, wide-network limit)")
     return "; ".join([line, *theory.get("notes", [])])
 
 
-def point_text(label: str, at: PointTheory, layers: Trajectory) -> str:
+def point_text(label: str, at: PointTheory, layers: Trajectory, q0_note: str = "") -> str:
     """The numbers at one (σw², σb²) and the per-layer prediction, one per line."""
     rows = [
         ("q*", at.q_star, f"{_FATES[at.fate]}, from q0 = {num(at.q0)}"),
         ("χ₁", at.chi1, "σw²·E[φ′(√q* z)²]: gradient factor per layer (ordered < 1 < chaotic)"),
-        ("phase", None, f"ordered if χ₁ < 1, chaotic if χ₁ > 1, critical if |χ₁ − 1| ≤ {CRITICAL_TOL:g}"),
+        ("phase", None, f"ordered if χ₁ < 1, chaotic if χ₁ > 1, critical if |χ₁ − 1| ≤ {CRITICAL_TOL:g}"
+                        if at.phase not in PHASE_TEXT else
+                        f"q → {'∞' if at.phase == 'exploding' else '0'}: order and chaos need a fixed point q*"
+                        + (", χ₁ is its limit" if at.phase == "exploding" else "")),
         ("c*", at.c_star, "fixed point of the correlation map (1: inputs become aligned)"),
         ("χ_c", at.chi_c, "slope of the correlation map at c*"),
         ("ξ_q", at.xi_q, "depth scale of the approach to q*, layers: −1/ln(∂q_{l+1}/∂q_l at q*)"),
         ("ξ_c", at.xi_c, "depth scale of correlations, layers: −1/ln χ_c"),
     ]
-    lines = [f"{label}: σw² = {num(at.sw2)}, σb² = {num(at.sb2)} (mean-field, wide-network limit)"]
+    lines = [f"{label}: σw² = {num(at.sw2)}, σb² = {num(at.sb2)}, q0 = {num(at.q0)}{q0_note} "
+             "(mean-field, wide-network limit)"]
     for name, value, meaning in rows:
-        shown = at.phase if name == "phase" else num(value)
+        shown = PHASE_TEXT.get(at.phase, at.phase) if name == "phase" else num(value)
         lines.append(f"  {name:<5} = {shown:<11}  {meaning}")
     lines.append(f"per layer, from q0 = {num(at.q0)}:")
     lines.append(f"  {'layer':>5}  {'q_l':>12}  {'pre std':>12}  {'post std':>12}  {'χ_l':>12}")
@@ -75,25 +84,37 @@ def point_json(label: str, at: PointTheory, layers: Trajectory) -> str:
     ]})
 
 
-def critical_text(label: str, given: str, value: float, found: float | None, at: PointTheory | None) -> str:
+def critical_text(label: str, given: str, value: float, found: float | None, at: PointTheory | None,
+                  asymptotic: float | None = None) -> str:
     """``σw² = … at σb² = …`` on the edge of chaos, or why there is none."""
     other = "σw²" if given == "σb²" else "σb²"
     if found is None:
-        return (f"{label}: no {other} puts χ₁ = 1 at {given} = {num(value)} "
-                f"(searched {'[1e-3, 1e3]' if other == 'σw²' else '[0, 1e3]'})\n")
+        text = (f"{label}: no {other} puts χ₁ = 1 at a fixed point q* at {given} = {num(value)} "
+                f"(searched {'[1e-3, 1e3]' if other == 'σw²' else '[0, 1e3]'}): no edge of chaos")
+        if asymptotic is not None:
+            text += (f"\n  asymptotic boundary (not a critical point): {other} = {num(asymptotic)}, where χ₁ → 1 "
+                     "only in the limit of a q that has no fixed point (it grows without bound or collapses)")
+        return text + "\n"
     text = f"{label}: edge of chaos at {given} = {num(value)}: {other} = {num(found)}"
     if at is not None:
         text += f" (q* = {num(at.q_star)}, χ₁ = {num(at.chi1)})"
     return text + "\n"
 
 
-def critical_json(label: str, sw2: float | None, sb2: float | None, at: PointTheory | None) -> str:
-    return to_json({"activation": label, "sw2": sw2, "sb2": sb2, "q_star": at.q_star if at else None,
-                    "chi1": at.chi1 if at else None})
+def critical_json(label: str, sw2: float | None, sb2: float | None, at: PointTheory | None,
+                  asymptotic: dict[str, float] | None = None) -> str:
+    """The edge of chaos; where there is none, null σw²/σb² with ``reason`` and the ``asymptotic`` boundary."""
+    document: dict[str, Any] = {"activation": label, "sw2": sw2, "sb2": sb2,
+                                "q_star": at.q_star if at else None, "chi1": at.chi1 if at else None}
+    if at is None:
+        document["reason"] = "no root of χ₁ = 1 at a fixed point q* (no edge of chaos)"
+        document["asymptotic"] = asymptotic
+    return to_json(document)
 
 
 def phase_text(diagram: PhaseDiagram, files: list[Path]) -> str:
-    line = ", ".join(f"({num(b)}, {num(w)})" for b, w in zip(diagram.critical_sb2, diagram.critical_sw2, strict=True))
+    line = ", ".join(f"({num(b)}, {num(w)})" for b, w in zip(diagram.critical_sb2, diagram.critical_sw2, strict=True)
+                     if math.isfinite(w)) or "none (no edge of chaos with a fixed point q* in this range)"
     lines = [
         f"{diagram.activation}: phase diagram over σw² ∈ [{num(diagram.sw2[0])}, {num(diagram.sw2[-1])}], "
         f"σb² ∈ [{num(diagram.sb2[0])}, {num(diagram.sb2[-1])}]",
@@ -104,7 +125,7 @@ def phase_text(diagram: PhaseDiagram, files: list[Path]) -> str:
 
 
 def phase_json(diagram: PhaseDiagram, files: list[Path]) -> str:
-    names = {-1: "ordered", 0: "critical", 1: "chaotic"}
+    names = _PHASE_NAMES
     document: dict[str, Any] = {
         "activation": diagram.activation, "sw2": diagram.sw2.tolist(), "sb2": diagram.sb2.tolist(),
         "chi1": diagram.chi1.tolist(), "phase": [[names[int(v)] for v in row] for row in diagram.phase],

@@ -52,7 +52,11 @@ if TYPE_CHECKING:
 Array = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
 ArrayLike = float | Sequence[float] | Array
-Phase = Literal["ordered", "chaotic", "critical"]
+#: ``ordered``/``chaotic``/``critical`` need a fixed point q* (finite, or q* = 0 for a smooth φ
+#: with φ(0) = 0, which linearises there). ``exploding``: q grows without bound (no finite q*);
+#: ``vanishing``: q → 0 under a positively homogeneous φ (ReLU family, linear), where the map
+#: scales q by a constant factor for ever; in both, order and chaos are undefined.
+Phase = Literal["ordered", "chaotic", "critical", "exploding", "vanishing"]
 FateKind = Literal["fixed_point", "marginal", "unstable", "vanishing", "explosion"]
 
 #: |χ₁ − 1| at or below this is the critical phase (gradients change by less than e^±1 over
@@ -400,18 +404,41 @@ class PointTheory:
     xi_c: float | None
 
 
+def _homogeneous(e: Elementwise) -> bool:
+    """Whether φ is positively homogeneous: E[φ(√q z)²]/q independent of q (ReLU family, linear)."""
+    second = _expect(e, lambda x: e.phi(x) ** 2, [1.0, 4.0])
+    return bool(second[0] > 0.0 and abs(second[1] / 4.0 - second[0]) <= 1e-12 * second[0])
+
+
+def _unbounded(e: Elementwise, kind: FateKind) -> Phase | None:
+    """``exploding``/``vanishing`` where the length map has no fixed point to take a phase at, else None."""
+    if kind == "explosion":
+        return "exploding"
+    return "vanishing" if kind == "vanishing" and _homogeneous(e) else None
+
+
+#: |c*| below this is 0: the 2-D quadrature's accuracy (a c* of 1e-31 is rounding, not a number).
+C_STAR_FLOOR = 1e-12
+
+
 def point(activation: Activation | Elementwise, sw2: float, sb2: float, q0: float = 1.0,
           tol: float = CRITICAL_TOL) -> PointTheory:
-    """q*, χ₁, phase, c*, χ_c, ξ_q, ξ_c at one point, starting from ``q0``."""
+    """q*, χ₁, phase, c*, χ_c, ξ_q, ξ_c at one point, starting from ``q0``.
+
+    Where q has no fixed point to settle on (see :data:`Phase`), ``phase`` is ``exploding`` or
+    ``vanishing``, ``chi1`` is χ₁ in that limit, and c*, χ_c, ξ_c are None.
+    """
     e = _e(activation)
     fixed = length_fixed_point(e, sw2, sb2, q0)
     chi = float(_chi1_at(e, np.array([fixed.q]), np.array([sw2]), np.array([q0]), True)[0])
-    phase = phase_of(chi, tol)
+    unbounded = _unbounded(e, fixed.kind)
+    phase: Phase = unbounded or phase_of(chi, tol)
     c_star = chi_c = None
-    if 0.0 < fixed.q < math.inf:
+    if 0.0 < fixed.q < math.inf and unbounded is None:
         if phase == "chaotic":
             c_star = float(correlation_fixed_point(e, fixed.q, sw2, sb2)[0])
             chi_c = float(correlation_slope(e, c_star, fixed.q, sw2)[0])
+            c_star = 0.0 if abs(c_star) < C_STAR_FLOOR else c_star
         else:  # c = 1 attracts (or is marginal): its slope is χ₁
             c_star, chi_c = 1.0, chi
     return PointTheory(
@@ -451,34 +478,55 @@ def _critical(h: Callable[[Array], Array], scan: Array, rtol: float = 1e-12) -> 
     return bracketed_root(h, float(scan[k]), float(scan[k + 1]), rtol)
 
 
+def _has_fixed_point(e: Elementwise, sw2: float, sb2: float, q0: float, rtol: float) -> bool:
+    """Whether the length map from ``q0`` settles on a fixed point q* at which χ₁ is a phase.
+
+    χ₁ also reaches 1 where q has none, only in the limit the scan stops at (ReLU at σw² = 2
+    with σb² > 0: q grows linearly for ever): that is no edge of chaos. A root known to
+    ``rtol`` where q0 stays put to that accuracy (ReLU at σw² = 2, σb² = 0) is marginal.
+    """
+    if _unbounded(e, length_fixed_point(e, sw2, sb2, q0).kind) is None:
+        return True
+    return bool(abs(length_map(e, q0, sw2, sb2)[0] - q0) <= 10.0 * rtol * q0)
+
+
 def critical_sigma_w2(
-    activation: Activation | Elementwise, sb2: float, q0: float = 1.0, fine: bool = True
+    activation: Activation | Elementwise, sb2: float, q0: float = 1.0, fine: bool = True, asymptotic: bool = False
 ) -> float | None:
-    r"""The :math:`\sigma_w^2` with :math:`\chi_1(\sigma_w^2, \sigma_b^2) = 1`: the edge of chaos.
+    r"""The :math:`\sigma_w^2` with :math:`\chi_1 = 1` at a fixed point :math:`q^*`: the edge of chaos.
 
     Poole et al. 2016, §3 (the order-to-chaos critical line); None where :math:`\chi_1 = 1`
-    has no root for :math:`\sigma_w^2 \in [10^{-3}, 10^3]`. ``fine=False``: the grids' rule, to 1e-8.
+    has no root for :math:`\sigma_w^2 \in [10^{-3}, 10^3]`, or where the root has no fixed point
+    (q grows without bound or, for a positively homogeneous φ, collapses: see :data:`Phase`).
+    ``asymptotic=True``: the root of χ₁ = 1 whether or not q* exists (χ₁ in the limit q → ∞ or
+    0 where it does not): the boundary between ``exploding`` regions, not an edge of chaos.
+    ``fine=False``: the grids' rule, to 1e-8.
     """
     e = _e(activation)
     scan = np.geomspace(1e-3, 1e3, 121)
-    return _critical(lambda w2: np.log(chi1_grid(e, w2, sb2, q0, fine)), scan, 1e-12 if fine else 1e-8)
+    rtol = 1e-12 if fine else 1e-8
+    root = _critical(lambda w2: np.log(chi1_grid(e, w2, sb2, q0, fine)), scan, rtol)
+    return root if asymptotic or root is None or _has_fixed_point(e, root, sb2, q0, rtol) else None
 
 
-def critical_sigma_b2(activation: Activation | Elementwise, sw2: float, q0: float = 1.0) -> float | None:
-    r"""The :math:`\sigma_b^2 \ge 0` with :math:`\chi_1(\sigma_w^2, \sigma_b^2) = 1` (the reverse of
-    :func:`critical_sigma_w2`); None where there is none in [0, 10^3]."""
+def critical_sigma_b2(activation: Activation | Elementwise, sw2: float, q0: float = 1.0,
+                      asymptotic: bool = False) -> float | None:
+    r"""The :math:`\sigma_b^2 \ge 0` with :math:`\chi_1(\sigma_w^2, \sigma_b^2) = 1` at a fixed point (the
+    reverse of :func:`critical_sigma_w2`, same ``asymptotic``); None where there is none in [0, 10^3]."""
     e = _e(activation)
     scan = np.concatenate([[0.0], np.geomspace(1e-8, 1e3, 111)])
-    return _critical(lambda b2: np.log(chi1_grid(e, sw2, b2, q0)), scan)
+    root = _critical(lambda b2: np.log(chi1_grid(e, sw2, b2, q0)), scan)
+    return root if asymptotic or root is None or _has_fixed_point(e, sw2, root, q0, 1e-12) else None
 
 
 @dataclass(frozen=True)
 class PhaseDiagram:
     """χ₁, phase and ξ_c over a σw² × σb² grid (rows σb², columns σw²), and the critical line.
 
-    ``phase`` codes: -1 ordered, 0 critical, 1 chaotic. ``xi_c`` is NaN where undefined (q
-    collapses or grows without bound). ``critical_sw2[i]`` is :func:`critical_sigma_w2` at
-    ``critical_sb2[i]`` (NaN where none).
+    ``phase`` codes: -1 ordered, 0 critical, 1 chaotic, 2 exploding and -2 vanishing (no fixed
+    point: see :data:`Phase`). ``xi_c`` is NaN where undefined (q collapses or grows without
+    bound). ``critical_sw2[i]`` is :func:`critical_sigma_w2` at ``critical_sb2[i]`` (NaN where
+    there is no edge of chaos with a fixed point).
     """
 
     activation: str
@@ -497,7 +545,8 @@ def phase_diagram(activation: Activation, sw2: Array, sb2: Array, q0: float = 1.
     r"""The order-to-chaos phase diagram (Poole et al. 2016, §3, Fig. 2; Schoenholz et al. 2017, Fig. 1).
 
     χ₁ at q* on the grid with the coarse 1-D rule (~1e-10); ξ_c from χ₁ in the ordered phase and
-    from :math:`\chi_c` at :math:`c^*` (coarse 2-D rule, ~1e-6) in the chaotic one; the critical
+    from :math:`\chi_c` at :math:`c^*` (coarse 2-D rule :data:`~initlab.quadrature.PAIR_COARSE`:
+    c* and χ_c within ~1e-5 of the fine rule's at q* <= 20, ~1e-3 at q* = 50) in the chaotic one; the critical
     line by root-finding at ``line_points`` values of σb².
     """
     e = elementwise(activation)
@@ -506,6 +555,7 @@ def phase_diagram(activation: Activation, sw2: Array, sb2: Array, q0: float = 1.
     q_star = _fixed_q(e, w2.ravel(), b2.ravel(), start, False)
     chi = _chi1_at(e, q_star, w2.ravel(), start, False)
     codes = np.where(np.abs(chi - 1.0) <= tol, 0, np.where(chi < 1.0, -1, 1))
+    codes = np.where(np.isinf(q_star), 2, np.where((q_star == 0.0) & _homogeneous(e), -2, codes))
     slope = np.where(codes <= 0, chi, np.nan)
     chaotic = np.flatnonzero((codes == 1) & (q_star > 0) & np.isfinite(q_star))
     if chaotic.size:
@@ -655,8 +705,11 @@ class Prediction:
             backward map.
         q_star, chi1, phase, c_star, chi_c, xi_q, xi_c: the fixed point of the bulk layers' map
             from :math:`q_0` (see :class:`PointTheory`).
-        log_std_drift, log_std_spread: Hanin–Rolnick's finite-width drift and spread of log std
-            over the depth (positively homogeneous activations only, else None).
+        finite_width_log_std_drift, finite_width_log_std_spread: Hanin–Rolnick's finite-width
+            correction: the drift and the spread across seeds of log std over the depth at the
+            edge of chaos of a positively homogeneous activation without bias (ReLU at σw² = 2,
+            linear at 1), None elsewhere. Not the predicted log(last/first): away from χ₁ = 1
+            that is the mean-field trend of ``pre_std``, which dwarfs this correction.
         depth_over_width: L/n, the finite-width control parameter.
         notes: how the theory read the config (orthogonal, sparse, overrides).
     """
@@ -677,8 +730,8 @@ class Prediction:
     sigma_w2: list[float]
     sigma_b2: float
     input_second_moment: float
-    log_std_drift: float | None
-    log_std_spread: float | None
+    finite_width_log_std_drift: float | None
+    finite_width_log_std_spread: float | None
     depth_over_width: float
     notes: tuple[str, ...] = ()
 
@@ -688,7 +741,8 @@ class Prediction:
             "applicable": self.applicable, "reason": self.reason, "q_star": self.q_star, "chi1": self.chi1,
             "phase": self.phase, "c_star": self.c_star, "chi_c": self.chi_c, "xi_q": self.xi_q, "xi_c": self.xi_c,
             "sigma_b2": self.sigma_b2, "input_second_moment": self.input_second_moment,
-            "log_std_drift": self.log_std_drift, "log_std_spread": self.log_std_spread,
+            "finite_width_log_std_drift": self.finite_width_log_std_drift,
+            "finite_width_log_std_spread": self.finite_width_log_std_spread,
             "depth_over_width": self.depth_over_width, "notes": list(self.notes),
         }
 
@@ -712,9 +766,9 @@ def _not_applicable(reason: str, sb2: float, ex2: float, config: Config) -> Pred
 
 def _homogeneous_kurtosis(e: Elementwise) -> float | None:
     """κ = E[φ⁴]/E[φ²]² − 1 when φ is positively homogeneous (E[φ(√q z)²]/q independent of q), else None."""
-    second = _expect(e, lambda x: e.phi(x) ** 2, [1.0, 4.0])
-    if not second[0] > 0.0 or abs(second[1] / 4.0 - second[0]) > 1e-12 * second[0]:
+    if not _homogeneous(e):
         return None
+    second = _expect(e, lambda x: e.phi(x) ** 2, 1.0)
     fourth = float(_expect(e, lambda x: e.phi(x) ** 4, 1.0)[0])
     return fourth / float(second[0]) ** 2 - 1.0
 
@@ -744,13 +798,15 @@ def predict(config: Config, input_second_moment: float, tol: float = CRITICAL_TO
     layers = trajectory(e, sw2[0] * ex2 + sb2, sw2, sb2)
     bulk, *_ = weight_variance(config.init.weight, model.activation, model.width)
     at = _point_cached(model.activation, bulk if bulk is not None else sw2[-1], sb2, layers.q[0], tol)
-    kurtosis = _homogeneous_kurtosis(e) if sb2 == 0.0 else None
+    critical = at.phase == "critical" and all(abs(v - sw2[0]) <= tol * sw2[0] for v in sw2)
+    kurtosis = _homogeneous_kurtosis(e) if sb2 == 0.0 and critical else None
     drift, spread = finite_width_log_std([model.width] * model.depth, kurtosis) if kurtosis else (None, None)
     return Prediction(
         applicable=True, reason=None, q=layers.q, pre_std=layers.pre_std, post_std=layers.post_std,
         chi=layers.chi, q_star=at.q_star, chi1=at.chi1, phase=at.phase, c_star=at.c_star, chi_c=at.chi_c,
         xi_q=at.xi_q, xi_c=at.xi_c, sigma_w2=sw2, sigma_b2=sb2, input_second_moment=ex2,
-        log_std_drift=drift, log_std_spread=spread, depth_over_width=model.depth / model.width, notes=tuple(notes),
+        finite_width_log_std_drift=drift, finite_width_log_std_spread=spread,
+        depth_over_width=model.depth / model.width, notes=tuple(notes),
     )
 
 

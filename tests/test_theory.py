@@ -368,7 +368,7 @@ def test_relu_kaiming_is_critical_and_linear_keeps_the_input_second_moment() -> 
     relu = Config.model_validate({**_config(activation="relu"), "init": {"scheme": "kaiming_normal"}})
     prediction = T.predict(relu, 1.0)
     assert prediction.chi1 == pytest.approx(1.0, abs=1e-12) and prediction.phase == "critical"
-    assert prediction.log_std_spread == pytest.approx(0.5 * math.sqrt(5 * 6 / 64))
+    assert prediction.finite_width_log_std_spread == pytest.approx(0.5 * math.sqrt(5 * 6 / 64))
     data = {"batch_size": 8, "distribution": "uniform", "low": -0.5, "high": 2.0}
     linear = Config.model_validate({**_config(), "init": {"scheme": "normal", "std": 1 / 8}, "data": data})
     ex2 = T.input_second_moment(linear.data)
@@ -413,8 +413,8 @@ def test_wide_tanh_network_follows_the_predicted_std_at_every_layer(gain: float,
 def test_wide_relu_network_stays_within_the_finite_width_drift() -> None:
     """ReLU at Kaiming is critical: no restoring force, so the std random-walks by Hanin–Rolnick's amount."""
     result = run(_wide("relu", {"scheme": "kaiming_normal"}, None))
-    assert result.theory is not None and result.theory.log_std_spread is not None
-    drift, spread = result.theory.log_std_drift, result.theory.log_std_spread
+    assert result.theory is not None and result.theory.finite_width_log_std_spread is not None
+    drift, spread = result.theory.finite_width_log_std_drift, result.theory.finite_width_log_std_spread
     assert drift is not None
     error = np.log(result.layers["std"] / result.layers["theory_std"])
     assert np.abs(error).max() <= abs(drift) + 3 * spread
@@ -477,7 +477,8 @@ def test_theory_json_matches_the_library() -> None:
     doc = json.loads(out)
     assert code == 0 and doc["phase"] == "critical" and doc["chi1"] == pytest.approx(1.0)
     assert doc["xi_c"] is None  # ∞ is not JSON: null
-    assert [row["q"] for row in doc["layers"]] == pytest.approx([1.0, 1.0, 1.0])
+    # q0 = σw²·E[x²] + σb² for a unit-variance input, as in `run`; marginal: q stays there
+    assert doc["q0"] == 2.0 and [row["q"] for row in doc["layers"]] == pytest.approx([2.0, 2.0, 2.0])
 
 
 def test_theory_critical_both_ways() -> None:
@@ -549,3 +550,106 @@ def test_truncated_normal_moments_hold_in_the_uniform_limit(mean: float, std: fl
         want_mean, want_var = float(dist.mean()), float(dist.var())
     assert got_mean == pytest.approx(want_mean, abs=1e-12)
     assert got_var == pytest.approx(want_var, rel=1e-10)
+
+
+# ----------------------------------------------------------------- no fixed point, no phase (issue-10 review)
+
+RELU = parse_activation("relu")
+
+
+@pytest.mark.parametrize(("activation", "sb2", "limit"), [("relu", 0.1, 2.0), ("linear", 0.1, 1.0),
+                                                           ({"name": "softplus", "beta": 2.0}, 0.0, 2.0)])
+def test_no_edge_of_chaos_where_q_has_no_fixed_point(activation: Any, sb2: float, limit: float) -> None:
+    """χ₁ = 1 only as q → ∞ (ReLU/linear with bias: q grows by σb² a layer for ever; softplus grows like ReLU)."""
+    act = parse_activation(activation)
+    assert T.critical_sigma_w2(act, sb2) is None
+    assert T.critical_sigma_w2(act, sb2, asymptotic=True) == pytest.approx(limit, rel=1e-6)  # σw²·E[φ′²] → σw²·slope²
+    assert T.critical_sigma_b2(act, limit) is None or T.critical_sigma_b2(act, limit) == 0.0
+    name = activation if isinstance(activation, str) else activation["name"]
+    params = [] if isinstance(activation, str) else ["--param", "beta=2"]
+    code, out, _ = _invoke(name, *params, "--critical", "--sb2", str(sb2), "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["sw2"] is None and doc["q_star"] is None and "fixed point" in doc["reason"]
+    assert doc["asymptotic"]["sw2"] == pytest.approx(limit, rel=1e-6)
+    code, out, _ = _invoke(name, *params, "--critical", "--sb2", str(sb2))
+    assert code == 0 and "no edge of chaos" in out and "q* = n/a" not in out
+
+
+def test_relu_edge_of_chaos_only_without_bias() -> None:
+    # V(q) = σw² q/2 + σb²: q stays where it starts iff σw² = 2 and σb² = 0
+    assert T.critical_sigma_w2(RELU, 0.0) == pytest.approx(2.0, rel=1e-9)
+    assert T.critical_sigma_b2(RELU, 2.0) == 0.0
+    diagram = T.phase_diagram(RELU, np.linspace(0.5, 4.0, 8), np.linspace(0.0, 0.3, 4), line_points=4)
+    assert diagram.critical_sw2[0] == pytest.approx(2.0, rel=1e-6) and np.isnan(diagram.critical_sw2[1:]).all()
+
+
+@pytest.mark.parametrize(("activation", "sw2", "sb2", "phase"), [
+    ("relu", 3.0, 0.0, "exploding"), ("relu", 1.0, 0.0, "vanishing"), ("relu", 2.0, 0.1, "exploding"),
+    ({"name": "leaky_relu", "negative_slope": 0.2}, 2.5, 0.0, "exploding"), ("linear", 0.5, 0.0, "vanishing"),
+    ("linear", 1.0, 0.1, "exploding"), ("relu", 2.0, 0.0, "critical"), ("relu", 1.0, 0.1, "ordered"),
+    ("tanh", 0.5, 0.0, "ordered")])
+def test_homogeneous_activations_without_a_fixed_point_have_no_phase(activation: Any, sw2: float, sb2: float,
+                                                                     phase: str) -> None:
+    """Closed form V(q) = σw²·E[φ(z)²]·q + σb² for positively homogeneous φ: no finite q* unless it is 1."""
+    act = parse_activation(activation)
+    at = T.point(act, sw2, sb2, 1.0)
+    assert at.phase == phase
+    if phase in ("exploding", "vanishing"):
+        assert at.c_star is None and at.chi_c is None and at.xi_c is None
+    name = activation if isinstance(activation, str) else activation["name"]
+    params = [] if isinstance(activation, str) else ["--param", "negative_slope=0.2"]
+    code, out, _ = _invoke(name, *params, "--sw2", str(sw2), "--sb2", str(sb2), "--depth", "1")
+    shown = {"exploding": "exploding (no fixed point)", "vanishing": "vanishing (no fixed point)"}.get(phase, phase)
+    assert code == 0 and re.search(rf"^  phase = {re.escape(shown)}", out, re.MULTILINE), out
+
+
+def test_relu_phase_diagram_paints_no_chaos() -> None:
+    """ReLU: q* = σb²/(1 − σw²/2) for σw² < 2 and σb² > 0 (ordered), none elsewhere."""
+    w2, b2 = np.array([0.5, 1.5, 2.0, 2.5, 3.5]), np.array([0.0, 0.1, 0.3])
+    diagram = T.phase_diagram(RELU, w2, b2, line_points=2)
+    expected = [[-2, -2, 0, 2, 2], [-1, -1, 2, 2, 2], [-1, -1, 2, 2, 2]]
+    assert diagram.phase.tolist() == expected
+
+
+def test_finite_width_drift_only_at_the_edge_of_chaos() -> None:
+    xavier = Config.model_validate({**_config(activation="relu", bias=False), "init": {"scheme": "xavier_uniform"}})
+    prediction = T.predict(xavier, 1.0)
+    assert prediction.finite_width_log_std_drift is None and prediction.finite_width_log_std_spread is None
+    # the mean-field trend: q halves per block, log(last/first) of the std = (L−1)/2·ln(1/2)
+    trend = math.log(prediction.pre_std[-1] / prediction.pre_std[0])
+    assert trend == pytest.approx(0.5 * 5 * math.log(0.5), rel=1e-9)
+    assert "log_std_drift" not in prediction.summary()
+    kaiming = Config.model_validate({**_config(activation="relu", bias=False), "init": {"scheme": "kaiming_normal"}})
+    assert T.predict(kaiming, 1.0).summary()["finite_width_log_std_drift"] == pytest.approx(-5 * 6 / 64 / 4)
+
+
+def test_theory_starts_from_a_unit_variance_inputs_q0_like_run() -> None:
+    code, out, _ = _invoke("tanh", "--sw2", "2.4", "--sb2", "0.1", "--depth", "1")
+    assert code == 0 and "q0 = 2.5 (input E[x²] = 1)" in out
+    assert re.search(r"^\s+0\s+2\.5\s", out, re.MULTILINE)
+    code, out, _ = _invoke("tanh", "--sw2", "2.4", "--sb2", "0.1", "--depth", "1", "--q0", "0.3", "--json")
+    assert code == 0 and json.loads(out)["q0"] == 0.3 and json.loads(out)["layers"][0]["q"] == 0.3
+    config = Config.model_validate({**_config(), "init": {"scheme": "normal", "std": math.sqrt(2.4 / 64)},
+                                    "model": {"depth": 3, "width": 64, "bias": False}})
+    code, out, _ = _invoke("tanh", "--sw2", "2.4", "--depth", "1", "--json")
+    assert json.loads(out)["q0"] == pytest.approx(T.predict(config, 1.0).q[0], rel=1e-12)
+
+
+@pytest.mark.parametrize(("activation", "sw2"), [("tanh", 256.0), ("selu", 1.0)])
+def test_c_star_below_the_quadrature_accuracy_is_zero(activation: str, sw2: float) -> None:
+    """Odd φ without bias: C(0) = σw²·E[φ(u₁)]E[φ(u₂)]/q* = 0 exactly for tanh; SELU's c* is ~1e-31 by quadrature."""
+    at = T.point(parse_activation(activation), sw2, 0.0, 1.0)
+    assert at.c_star == 0.0
+    code, out, _ = _invoke(activation, "--sw2", str(sw2), "--depth", "1")
+    assert code == 0 and re.search(r"^  c\*\s+= 0\s", out, re.MULTILINE), out
+
+
+def test_phase_command_starts_at_zero_and_draws_no_line_where_no_edge_exists(tmp_path: Path) -> None:
+    code, out, err = _invoke("relu", "--phase", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["sw2"][0] == 0.0 and doc["sw2"][-1] == 4.0
+    cells = {name for row in doc["phase"] for name in row}
+    assert "chaotic" not in cells and {"exploding", "vanishing", "ordered"} <= cells
+    line = [(p["sb2"], p["sw2"]) for p in doc["critical_line"] if p["sw2"] is not None]
+    assert len(line) == 1 and line[0][0] == 0.0 and line[0][1] == pytest.approx(2.0, rel=1e-6)
