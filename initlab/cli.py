@@ -10,7 +10,7 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -22,6 +22,8 @@ from typer.core import TyperArgument, TyperCommand
 from initlab.limits import MAX_RUNS, check_seeds
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
+
     from initlab.compare import SweepFolder
     from initlab.config import Override
 
@@ -426,6 +428,15 @@ def theory(
             _theory_point(act, 1.0 if sw2 is None else sw2, 0.0 if sb2 is None else sb2, q0, depth, json_output)
 
 
+def _print(renderables: Sequence[RenderableType]) -> None:
+    """Rich renderables on stdout, fitted to the terminal (80 columns through a pipe)."""
+    from rich.console import Console
+
+    console = Console()
+    for renderable in renderables:
+        console.print(renderable)
+
+
 def _theory_point(act: Any, sw2: float, sb2: float, q0: float | None, depth: int, json_output: bool) -> None:
     from initlab import report_theory as render
     from initlab import theory as mf
@@ -437,7 +448,7 @@ def _theory_point(act: Any, sw2: float, sb2: float, q0: float | None, depth: int
         typer.echo(render.point_json(act.label(), at, layers), nl=False)
     else:
         note = " (input E[x²] = 1)" if q0 is None else " (--q0)"
-        typer.echo(render.point_text(act.label(), at, layers, note), nl=False)
+        _print(render.point_text(act.label(), at, layers, note))
 
 
 def _theory_critical(act: Any, sw2: float | None, sb2: float | None, q0: float, json_output: bool) -> None:
@@ -467,7 +478,9 @@ def _theory_critical(act: Any, sw2: float | None, sb2: float | None, q0: float, 
                                                "sb2": value if sw2 is None else limit}
         typer.echo(render.critical_json(act.label(), w2, b2, at, boundary), nl=False)
     else:
-        typer.echo(render.critical_text(act.label(), given, value, found, at, limit), nl=False)
+        from rich.text import Text
+
+        _print([Text(line) for line in render.critical_text(act.label(), given, value, found, at, limit).splitlines()])
 
 
 def _theory_phase(act: Any, sw2_max: float, sb2_max: float, out: Path, json_output: bool) -> None:
@@ -487,7 +500,10 @@ def _theory_phase(act: Any, sw2_max: float, sb2_max: float, out: Path, json_outp
         path = out / f"{stem}.{fmt}"
         path.write_bytes(data)
         files.append(path)
-    typer.echo((render.phase_json if json_output else render.phase_text)(diagram, files), nl=False)
+    if json_output:
+        typer.echo(render.phase_json(diagram, files), nl=False)
+    else:
+        _print(render.phase_text(diagram, files))
 
 
 @contextmanager

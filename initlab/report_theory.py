@@ -1,8 +1,8 @@
-"""Rendering of ``initlab theory``: plain text for people, JSON for scripts.
+"""Rendering of ``initlab theory``: tables for people, JSON for scripts.
 
-Plain lines, not Rich tables: a table squeezed into a narrow terminal folds its cells, and a
-number must never be cut. Every number is printed whole (6 significant digits in text, full
-precision in JSON); infinities print as ``∞`` in text and ``null`` in JSON.
+The tables are :class:`initlab.report.FittedTable`: split or laid out one value per line to fit
+the terminal, so a number is never cut or folded. Every number is printed whole (6 significant
+digits in text, full precision in JSON); infinities print as ``∞`` in text and ``null`` in JSON.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rich.console import RenderableType
+from rich.text import Text
+
+from initlab.report import Col, FittedTable
 from initlab.results import to_json
 from initlab.theory import CRITICAL_TOL, PhaseDiagram, PointTheory, Trajectory
 
@@ -50,8 +54,8 @@ def summary_line(theory: dict[str, Any]) -> str:
     return "; ".join([line, *theory.get("notes", [])])
 
 
-def point_text(label: str, at: PointTheory, layers: Trajectory, q0_note: str = "") -> str:
-    """The numbers at one (σw², σb²) and the per-layer prediction, one per line."""
+def point_text(label: str, at: PointTheory, layers: Trajectory, q0_note: str = "") -> list[RenderableType]:
+    """The numbers at one (σw², σb²) and the per-layer prediction, as tables that fit any width."""
     rows = [
         ("q*", at.q_star, f"{_FATES[at.fate]}, from q0 = {num(at.q0)}"),
         ("χ₁", at.chi1, "σw²·E[φ′(√q* z)²]: gradient factor per layer (ordered < 1 < chaotic)"),
@@ -64,16 +68,19 @@ def point_text(label: str, at: PointTheory, layers: Trajectory, q0_note: str = "
         ("ξ_q", at.xi_q, "depth scale of the approach to q*, layers: −1/ln(∂q_{l+1}/∂q_l at q*)"),
         ("ξ_c", at.xi_c, "depth scale of correlations, layers: −1/ln χ_c"),
     ]
-    lines = [f"{label}: σw² = {num(at.sw2)}, σb² = {num(at.sb2)}, q0 = {num(at.q0)}{q0_note} "
-             "(mean-field, wide-network limit)"]
-    for name, value, meaning in rows:
-        shown = PHASE_TEXT.get(at.phase, at.phase) if name == "phase" else num(value)
-        lines.append(f"  {name:<5} = {shown:<11}  {meaning}")
-    lines.append(f"per layer, from q0 = {num(at.q0)}:")
-    lines.append(f"  {'layer':>5}  {'q_l':>12}  {'pre std':>12}  {'post std':>12}  {'χ_l':>12}")
-    for i, values in enumerate(zip(layers.q, layers.pre_std, layers.post_std, layers.chi, strict=True)):
-        lines.append(f"  {i:>5}  " + "  ".join(f"{num(v):>12}" for v in values))
-    return "\n".join(lines) + "\n"
+    shown = [PHASE_TEXT.get(at.phase, at.phase) or "n/a" if name == "phase" else num(value) for name, value, _ in rows]
+    title = (f"{label}: σw² = {num(at.sw2)}, σb² = {num(at.sb2)}, q0 = {num(at.q0)}{q0_note} "
+             "(mean-field, wide-network limit)")
+    summary = FittedTable(title, [Col("name", [name for name, _, _ in rows], "left")],
+                          [Col("value", shown, "left"),
+                           Col("meaning", [meaning for _, _, meaning in rows], "left", prose=True)])
+    columns = zip(layers.q, layers.pre_std, layers.post_std, layers.chi, strict=True)
+    values = [[num(v) for v in row] for row in columns]
+    per_layer = FittedTable(
+        f"per layer, from q0 = {num(at.q0)}:", [Col("layer", [str(i) for i in range(len(values))])],
+        [Col(header, [row[k] for row in values]) for k, header in enumerate(("q_l", "pre std", "post std", "χ_l"))],
+    )
+    return [summary, per_layer]
 
 
 def point_json(label: str, at: PointTheory, layers: Trajectory) -> str:
@@ -112,16 +119,20 @@ def critical_json(label: str, sw2: float | None, sb2: float | None, at: PointThe
     return to_json(document)
 
 
-def phase_text(diagram: PhaseDiagram, files: list[Path]) -> str:
-    line = ", ".join(f"({num(b)}, {num(w)})" for b, w in zip(diagram.critical_sb2, diagram.critical_sw2, strict=True)
-                     if math.isfinite(w)) or "none (no edge of chaos with a fixed point q* in this range)"
-    lines = [
-        f"{diagram.activation}: phase diagram over σw² ∈ [{num(diagram.sw2[0])}, {num(diagram.sw2[-1])}], "
-        f"σb² ∈ [{num(diagram.sb2[0])}, {num(diagram.sb2[-1])}]",
-        f"  critical line (σb², σw²): {line}",
-        *[f"  wrote {path}" for path in files],
-    ]
-    return "\n".join(lines) + "\n"
+def phase_text(diagram: PhaseDiagram, files: list[Path]) -> list[RenderableType]:
+    """The diagram's range, its critical line as a table (or why there is none), and the files."""
+    head = (f"{diagram.activation}: phase diagram over σw² ∈ [{num(diagram.sw2[0])}, {num(diagram.sw2[-1])}], "
+            f"σb² ∈ [{num(diagram.sb2[0])}, {num(diagram.sb2[-1])}]")
+    points = [(num(b), num(w)) for b, w in zip(diagram.critical_sb2, diagram.critical_sw2, strict=True)
+              if math.isfinite(w)]
+    out: list[RenderableType] = [Text(head)]
+    if points:
+        out.append(FittedTable("critical line (χ₁ = 1 at a fixed point q*):", [Col("σb²", [b for b, _ in points])],
+                               [Col("σw²", [w for _, w in points])]))
+    else:
+        out.append(Text("  critical line: none (no edge of chaos with a fixed point q* in this range)"))
+    out += [Text(f"wrote {path}") for path in files]
+    return out
 
 
 def phase_json(diagram: PhaseDiagram, files: list[Path]) -> str:
