@@ -491,11 +491,20 @@ def format_errors(
     located = []
     for n, error in enumerate(_causes(err.errors())):
         path = _error_path(error, raw, prefix)
-        where, line = _where(path, lines, source, overrides)
+        where, line = _where(_blamed(error, path, raw, root, overrides), lines, source, overrides)
         text = next((o.text for o in reversed(overrides) if o.path == path), (texts or {}).get(path))
         what = _describe(error, path, raw, text, root)
         located.append((line, n, f"{where}: {_dotted(path) or '(top level)'}: {what}"))
     return [message for *_, message in sorted(located)]
+
+
+def _blamed(error: Mapping[str, Any], path: ConfigPath, raw: Any, root: Mapping[str, FieldInfo] | None,
+            overrides: Sequence[Override]) -> ConfigPath:
+    """The path whose writer an error names: for a missing argument, the tag that chose what
+    requires it (``init.layers.0.scheme=constant`` makes ``val`` required) when an override set it."""
+    shape = _shape(raw, path[:-1], root) if error["type"] == "missing" and path else None
+    tag = (*path[:-1], shape.choice.tag) if shape and shape.choice else None
+    return tag if tag and any(o.path == tag for o in overrides) else path
 
 
 def _causes(errors: list[Any]) -> list[Any]:

@@ -395,6 +395,21 @@ def test_typed_overrides_are_named_by_their_source(write_yaml) -> None:  # type:
     assert info.value.lines == ["--depth 0: model.depth: input should be greater than or equal to 1 (got 0)"]
 
 
+@pytest.mark.parametrize(
+    ("overrides", "blamed"),
+    [
+        (["init.layers=[{index: 0, scheme: zeros}]", "init.layers.0.scheme=constant"], 1),
+        (["init.layers=[{index: 0, scheme: zeros}]", "init.layers.0.scheme=constant",
+          "init.layers=[{index: 0, scheme: constant}]"], 2),
+        (["init.scheme=constant", "init.bias=zeros"], 0),
+    ],
+)
+def test_a_missing_argument_names_the_override_that_chose_the_scheme(write_yaml, overrides: list[str],
+                                                                      blamed: int) -> None:  # type: ignore[no-untyped-def]
+    line = refused("run", str(write_yaml("seed: 1\n")), *overrides, "--no-save")
+    assert line.startswith(f"override {overrides[blamed]!r}: ") and line.endswith(".val: field required")
+
+
 def test_switching_a_tag_drops_the_arguments_the_new_choice_does_not_take(write_yaml) -> None:  # type: ignore[no-untyped-def]
     path = write_yaml("data: {mean: 0.5, std: 2}\ninit:\n  layers:\n    - {index: 0, scheme: constant, val: 1}\n")
     config = load_config(path, ["data.distribution=uniform", "init.layers.0.scheme=xavier"])
