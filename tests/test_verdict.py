@@ -221,7 +221,8 @@ def test_the_verdict_is_printed_once() -> None:
     out = CliRunner().invoke(app, ["run", str(CONFIGS / "linear-normal.yaml"), "--no-save"],
                              env={"COLUMNS": "200"}).stdout
     lines = out[out.index("verdict:"):].splitlines()
-    assert out.count("verdict:") == 1 and lines[1].startswith("  why: ") and len(lines) == 2
+    assert out.count("verdict:") == 1 and lines[1].startswith("  why: ") and len(lines) == 3
+    assert lines[2].startswith("theory: ")  # the mean-field line follows the verdict
     assert "at layer 30, the last finite one" in lines[0] and out.count("x15.99/layer") == 1
     assert "non-finite pre-activations from layer 31" in lines[1]
 
