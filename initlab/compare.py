@@ -546,12 +546,14 @@ def _merged_columns(orders: Sequence[list[str]], skip: Sequence[str]) -> list[st
 
 
 def median_traces(layers: pd.DataFrame) -> pd.DataFrame:
-    """Per cell and layer: the median std over seeds (non-finite as +inf), and the range of the finite ones."""
+    """Per cell and layer: the median std over seeds (non-finite as +inf), and the range of the finite ones;
+    the mean-field ``theory_std`` where the layers carry it (missing where the theory does not apply)."""
     bad = (layers["nonfinite"] > 0) | ~np.isfinite(layers["std"].astype("float64"))
     if "pre_nonfinite" in layers.columns:  # an overflow a bounded activation hides is still one
         bad |= layers["pre_nonfinite"].fillna(0) > 0
     fractions = [c for c in ("saturated", "dead") if c in layers.columns]
-    frame = layers[CELL_KEYS + ["seed", "layer", *fractions]].assign(
+    predicted = ["theory_std"] if "theory_std" in layers.columns else []  # the same for every seed of a cell
+    frame = layers[CELL_KEYS + ["seed", "layer", *fractions, *predicted]].assign(
         as_inf=layers["std"].where(~bad, np.inf).astype("float64"),
         finite=layers["std"].where(~bad).astype("float64"),
     )
@@ -559,6 +561,7 @@ def median_traces(layers: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "median": grouped["as_inf"].median(), "low": grouped["finite"].min(), "high": grouped["finite"].max(),
         "seeds": grouped["seed"].count(), **{c: grouped[c].median() for c in fractions},
+        **{c: grouped[c].first() for c in predicted},  # first() skips missing values: the first finite one
     })
     flat: pd.DataFrame = out.reset_index()
     return flat

@@ -40,6 +40,9 @@ VERDICT_STYLES: dict[str | None, tuple[Any, str]] = {
     None: ((0, (1, 3)), "s"),  # failed or unfinished
 }
 _PANEL_INCHES = (4.2, 3.2)
+#: The mean-field prediction beside each measured trace: thin, finely dashed, in the scheme's colour.
+PREDICTED_STYLE: Any = (0, (3, 2))
+PREDICTED_WIDTH = 0.8
 
 
 def std_figure(comparison: Comparison) -> Any:
@@ -68,7 +71,9 @@ def trace_figure(name: str, traces: pd.DataFrame, summary: pd.DataFrame, axes: d
         for c, activation in enumerate(axes["activations"]):
             title = f"{activation}, depth {depth}, width {width}"
             _panel(grid[r][c], traces, regimes, axes["schemes"], (activation, depth, width), title)
-    handles = _legend(axes["schemes"], regimes, overflow=bool(np.isinf(traces["median"].to_numpy()).any()))
+    predicted = "theory_std" in traces.columns and bool(np.isfinite(traces["theory_std"].to_numpy(np.float64)).any())
+    handles = _legend(axes["schemes"], regimes, overflow=bool(np.isinf(traces["median"].to_numpy()).any()),
+                      predicted=predicted)
     # About 2.4 inches per legend column, so the legend never runs past the figure's edges.
     figure.legend(handles=handles, loc="outside lower center", fontsize=8, ncols=max(1, int(inches / 2.4)))
     return figure
@@ -102,8 +107,10 @@ def _regimes(summary: pd.DataFrame) -> dict[tuple[Any, ...], str | None]:
                                                                                       strict=True)}
 
 
-def _legend(schemes: list[str], regimes: dict[tuple[Any, ...], str | None], overflow: bool) -> list[Any]:
-    """Schemes by colour, then the verdicts that occur by line style and end marker."""
+def _legend(
+    schemes: list[str], regimes: dict[tuple[Any, ...], str | None], overflow: bool, predicted: bool = False
+) -> list[Any]:
+    """Schemes by colour, then the verdicts that occur by line style and end marker, then the prediction."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=_colour(i), linewidth=2.5, label=scheme) for i, scheme in enumerate(schemes)]
@@ -115,6 +122,9 @@ def _legend(schemes: list[str], regimes: dict[tuple[Any, ...], str | None], over
     if overflow:
         handles.append(Line2D([], [], color="black", linestyle="none", marker="x",
                               label="outputs non-finite after this layer"))
+    if predicted:
+        handles.append(Line2D([], [], color="black", linestyle=PREDICTED_STYLE, linewidth=PREDICTED_WIDTH,
+                              label="dashed thin: mean-field prediction"))
     return handles
 
 
@@ -147,6 +157,10 @@ def _panel(
         end = _last_before_overflow(trace["median"].to_numpy())
         if end is not None:  # mark where the line stops because the outputs went non-finite
             ax.plot(layer[end], median[end], marker="x", color="black", markersize=8)
+        if "theory_std" in trace.columns:  # the mean-field prediction: missing where the theory does not apply
+            predicted = _on_log_axis(trace["theory_std"].to_numpy())
+            if np.isfinite(predicted).any():
+                ax.plot(layer, predicted, color=_colour(i), linestyle=PREDICTED_STYLE, linewidth=PREDICTED_WIDTH)
         if (trace["seeds"] > 1).any():
             low, high = _on_log_axis(trace["low"].to_numpy()), _on_log_axis(trace["high"].to_numpy())
             ax.fill_between(layer, low, high, color=_colour(i), alpha=0.18, linewidth=0)

@@ -26,8 +26,10 @@ def comparison() -> compare.Comparison:
 
 
 def drawn_lines(ax) -> list:  # type: ignore[no-untyped-def]
-    """The traces of a panel (lines with more than one point: markers are single points)."""
-    return [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
+    """The measured traces of a panel (lines with more than one point: markers are single points;
+    not the thin dashed predictions)."""
+    return [line for line in ax.get_lines()
+            if len(line.get_xdata()) > 1 and line.get_linewidth() != plots.PREDICTED_WIDTH]
 
 
 def test_colour_is_the_scheme_and_line_style_the_verdict_in_every_panel(comparison: compare.Comparison) -> None:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from initlab import theory
+from initlab import compare, plots, theory
 from initlab.cli import app
 from initlab.config import load_config
-from initlab.runner import run
+from initlab.runner import run, run_seeds
 from tests.conftest import CONFIGS, ROOT
 from tests.test_report import WIDTHS, assert_whole
 
@@ -120,3 +120,55 @@ def test_run_seeds_shows_the_predicted_std_and_the_theory_line() -> None:
     rows = {line.split()[0]: line.split() for line in table.splitlines() if re.match(r"^\s*\d+\s", line)}
     assert rows["11"][2] == f"{expected.iloc[11]:.3g}"  # layer, median std, then the prediction
     assert re.search(r"^theory: q\* = [\d.]+, χ₁ = ", after, re.MULTILINE)
+
+
+# ---------------------------------------------------------------- compare and plots
+
+
+@pytest.fixture(scope="module")
+def small_comparison() -> compare.Comparison:
+    base = compare.base_config(None, depth=6, width=16)
+    schemes = compare.parse_schemes("xavier:gain=auto,constant:val=0.01")
+    return compare.sweep(compare.plan_sweep(base, schemes, compare.parse_activations("tanh"), seeds=2))
+
+
+def test_median_traces_carry_the_prediction_of_each_cell(small_comparison: compare.Comparison) -> None:
+    traces, layers = small_comparison.traces, small_comparison.layers
+    for scheme, applies in (("xavier_uniform(gain=auto)", True), ("constant(val=0.01)", False)):
+        got = traces[traces["scheme"] == scheme].sort_values("layer")["theory_std"].to_numpy(np.float64)
+        seed0 = layers[(layers["scheme"] == scheme) & (layers["seed"] == layers["seed"].min())]
+        expected = seed0.sort_values("layer")["theory_std"].to_numpy(np.float64)
+        assert np.isfinite(got).all() == applies and np.isnan(got).all() != applies
+        np.testing.assert_array_equal(got, expected)
+
+
+def predicted_lines(figure: object) -> list[object]:
+    return [line for ax in figure.axes for line in ax.get_lines()  # type: ignore[attr-defined]
+            if line.get_linewidth() == plots.PREDICTED_WIDTH and len(line.get_xdata()) > 0]
+
+
+def test_compare_plot_draws_a_thin_dashed_prediction_where_the_theory_applies(
+    small_comparison: compare.Comparison,
+) -> None:
+    figure = plots.std_figure(small_comparison)
+    (line,) = predicted_lines(figure)  # xavier only: none for the constant scheme
+    assert line.get_color() == plots.SCHEME_COLOURS[0] and line.get_linestyle() == "--"  # type: ignore[attr-defined]
+    traces = small_comparison.traces
+    expected = traces[traces["scheme"] == "xavier_uniform(gain=auto)"].sort_values("layer")["theory_std"]
+    np.testing.assert_allclose(line.get_ydata(), expected.to_numpy(np.float64))  # type: ignore[attr-defined]
+    labels = [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert "dashed thin: mean-field prediction" in labels
+
+
+def test_run_plot_draws_the_prediction() -> None:
+    study = run_seeds(load_config(CONFIGS / "tanh-xavier.yaml", ["model.depth=8"]), 1)
+    (line,) = predicted_lines(plots.study_figure(study))
+    np.testing.assert_allclose(line.get_ydata(), study.runs[0].layers["theory_std"])  # type: ignore[attr-defined]
+
+
+def test_readme_theory_section_runs_the_venv_command_like_the_rest() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Theory"):readme.index("## Benchmarks")]
+    commands = re.findall(r"^\$ (\S+)", section, re.MULTILINE)
+    assert commands and set(commands) == {".venv/bin/initlab"}
+    assert "theory: q* = " in section and "dashed thin: mean-field prediction" in section
