@@ -157,16 +157,16 @@ DataConfig = Annotated[
 class VerdictConfig(Frozen):
     """Thresholds of the regime verdict (see the README's "Verdict" section)."""
 
-    orders: float = Field(1.0, gt=0.0, description="|decades| of end-to-end change that decide unless settled")
-    settled_orders: float = Field(3.0, gt=0.0, description="|decades| of end-to-end change that decide alone")
-    explode_ratio: float = Field(2.0, gt=1.0, description="std/input std above this explodes if the tail still rises")
-    vanish_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="std/input std below this vanishes if the tail falls")
-    settle: float = Field(0.075, ge=0.0, description="decades the tail must still move its way to count as moving")
-    trend_t: float = Field(2.5, gt=0.0, description="group-means t of the tail's mean step needed to call a trend "
+    orders: Float = Field(1.0, gt=0.0, description="|decades| of end-to-end change that decide unless settled")
+    settled_orders: Float = Field(3.0, gt=0.0, description="|decades| of end-to-end change that decide alone")
+    explode_ratio: Float = Field(2.0, gt=1.0, description="std/input std above this explodes if the tail still rises")
+    vanish_ratio: Float = Field(0.5, gt=0.0, lt=1.0, description="std/input std below this vanishes if the tail falls")
+    settle: Float = Field(0.075, ge=0.0, description="decades the tail must still move its way to count as moving")
+    trend_t: Float = Field(2.5, gt=0.0, description="group-means t of the tail's mean step needed to call a trend "
                            "real, as a normal quantile (the t's own Student quantile is used)")
-    saturation: float = Field(0.5, gt=0.0, le=1.0, description="mean saturated fraction over the tail: saturated")
-    dead: float = Field(0.9, gt=0.0, le=1.0, description="mean dead-unit fraction over the tail that is noted")
-    finite_width: float = Field(1.0, gt=0.0, description="depth/width from which finite width is noted")
+    saturation: Float = Field(0.5, gt=0.0, le=1.0, description="mean saturated fraction over the tail: saturated")
+    dead: Float = Field(0.9, gt=0.0, le=1.0, description="mean dead-unit fraction over the tail that is noted")
+    finite_width: Float = Field(1.0, gt=0.0, description="depth/width from which finite width is noted")
 
 
 class DataParallelConfig(Frozen):

@@ -11,6 +11,7 @@ from initlab.cli import app
 from initlab.config import Config, Override, load_config, to_yaml
 from initlab.errors import ConfigError
 from initlab.schemes import Constant, Normal
+from tests.conftest import CONFIGS
 
 runner = CliRunner()
 TINY = ["model.depth=3", "model.width=8"]
@@ -433,3 +434,9 @@ def test_the_readme_names_every_alias() -> None:
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert [alias for alias in [*schemes.ALIASES, *activations.ALIASES] if f"`{alias}`" not in readme] == []
+
+
+@pytest.mark.parametrize("override", ['verdict.orders="1"', "verdict.settle=true", "verdict.trend_t=1_000"])
+def test_verdict_thresholds_take_numbers_only(tmp_path: Path, override: str) -> None:
+    line = refused("run", str(CONFIGS / "tanh-xavier.yaml"), *TINY, override, "--out", str(tmp_path / "out"))
+    assert line.startswith(f"override '{override}': verdict.") and "expected a number" in line

@@ -172,3 +172,13 @@ def test_readme_theory_section_runs_the_venv_command_like_the_rest() -> None:
     commands = re.findall(r"^\$ (\S+)", section, re.MULTILINE)
     assert commands and set(commands) == {".venv/bin/initlab"}
     assert "theory: q* = " in section and "dashed thin: mean-field prediction" in section
+
+
+@pytest.mark.parametrize("columns", [40, 60, 80, 120])
+@pytest.mark.parametrize("args", [["tanh", "--sw2", "2.5", "--sb2", "0.05", "--depth", "4"],
+                                  ["tanh", "--critical", "--sb2", "0.05"], ["relu", "--critical", "--sb2", "0.1"]])
+def test_theory_text_is_never_wider_than_the_terminal(columns: int, args: list[str]) -> None:
+    result = CliRunner().invoke(app, ["theory", *args], env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) <= columns
+    assert "…" not in result.stdout
