@@ -155,7 +155,8 @@ def print_seeds(console: Console, study: SeedStudy, every: int, folder: Path | N
     console.print(seeds_table(study, every))
     console.print(verdict_line(study.summary))
     regimes = [r.verdict.regime for r in study.runs]
-    console.print(f"  of the median trace; {study.agree} of {len(regimes)} seeds' own verdicts agree ("
+    console.print(f"  seeds: the verdict is the median trace's; {study.agree} of {len(regimes)} seeds' own "
+                  "verdicts agree ("
                   + ", ".join(f"{regimes.count(r)} {r}" for r in dict.fromkeys(regimes)) + ")")
     _print_theory(console, study.runs[0].summary.get("theory"))  # the same prediction for every seed
     if folder is not None:
