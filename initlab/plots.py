@@ -219,26 +219,28 @@ def histogram_figure(histogram: pd.DataFrame, title: str) -> Any:
     ax.set_yticks(ticks + [c for c, _, _ in bands], [f"{t:g}" for t in ticks] + [label for _, _, label in bands])
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("layer")
-    ax.set_ylabel("log10 |x|   (fixed bins: powers of 2;\n0: |x| < 2^-126, zero included)")
+    ax.set_ylabel("log10 |x|   (fixed bins: powers of 2;\nbands: |x| < 2^-126 incl. zero, inf/NaN)")
     return figure
 
 
 def _bin_edges(low: Any, high: Any) -> tuple[Any, tuple[float, float], list[tuple[float, float, str]]]:
-    """y edges (log10 |x|) of the bins, the zero and non-finite bins as bands of one ordinary
-    bin's height below and above; the powers of two's range; each band's centre, boundary, label."""
+    """y edges (log10 |x|) of the bins, the zero and non-finite bins as bands below and above (each
+    a tenth of the axis, and at least one bin, so a fully non-finite layer stays visible); the
+    powers of two's range; each band's centre, boundary, label."""
     step = float(np.log10(2.0))
     ordinary = np.isfinite(low) & (low > 0)
     if ordinary.any():
         inner = np.append(np.log10(low[ordinary]), np.log10(high[ordinary][-1]))
     else:
         inner = np.array([0.0, step])
+    band = max(step, (inner[-1] - inner[0]) / 10)
     edges, bands = list(inner), []
     if low.size and low[0] == 0:
-        edges.insert(0, inner[0] - step)
-        bands.append((inner[0] - step / 2, inner[0], "0"))
+        edges.insert(0, inner[0] - band)
+        bands.append((inner[0] - band / 2, inner[0], "< 2^-126"))
     if low.size and not np.isfinite(low[-1]):
-        edges.append(inner[-1] + step)
-        bands.append((inner[-1] + step / 2, inner[-1], "inf/NaN"))
+        edges.append(inner[-1] + band)
+        bands.append((inner[-1] + band / 2, inner[-1], "inf/NaN"))
     return np.array(edges), (float(inner[0]), float(inner[-1])), bands
 
 

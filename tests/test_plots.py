@@ -105,3 +105,13 @@ def test_every_regime_has_a_line_style_and_a_colour() -> None:
 
     assert set(REGIMES) <= set(VERDICT_STYLES)
     assert set(REGIMES) <= set(COLOURS)
+
+
+def test_zero_and_nonfinite_bands_are_visible_on_a_wide_axis() -> None:
+    """Over 40 decades, one bin's height (0.3 decades) would hide a layer that is all inf/NaN."""
+    low = np.array([0.0, *(2.0 ** np.arange(-20, 110)), np.nan])
+    high = np.array([2.0**-126, *(2.0 ** np.arange(-19, 111)), np.nan])
+    edges, _, bands = plots._bin_edges(low, high)
+    span = edges[-1] - edges[0]
+    assert edges[1] - edges[0] >= 0.08 * span and edges[-1] - edges[-2] >= 0.08 * span
+    assert [label for _, _, label in bands] == ["< 2^-126", "inf/NaN"]
