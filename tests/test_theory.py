@@ -172,7 +172,7 @@ def _quad_u(f: Any, q: float, scale: float, kinks: list[float]) -> float:
     def integrand(u: float) -> float:
         return float(f(np.array([u]))[0]) * math.exp(-0.5 * u * u / q) / (math.sqrt(2.0 * math.pi) * s)
 
-    return sum(integrate.quad(integrand, a, b, epsabs=0.0, epsrel=1e-12, limit=200)[0]
+    return sum(integrate.quad(integrand, a, b, epsabs=0.0, epsrel=1e-10, limit=400)[0]
                for a, b in itertools.pairwise(points))
 
 
