@@ -13,14 +13,15 @@ of the trace:
    the shape.
 4. A smaller change beyond ``orders`` decades, or beyond ``explode_ratio``/``vanish_ratio``,
    counts only while the signal still moves in its direction. That *shape* comes from the
-   noise-free mean-field map (:func:`theory_shape`) where the theory applies and depth/width
-   is below ``finite_width``: a non-zero fixed point q* (selu at torch's gain 3/4: post std
-   0.2) settles, **stable**; q* = 0 (tanh at sigma_w^2 = 1: std ~ l^-1/2) still falls and
-   unbounded q still rises. Elsewhere it is measured, directionally: the tail must change by
-   ``settle`` decades *the way M went* and, below ``orders``, with a group-means t
-   (:func:`group_t`) beyond ``trend_t``; a tail of fewer than 3 steps leaves the magnitude
-   alone to decide (``orders``). A measured flat tail *levels off*; only the theory can
-   say it reached a fixed point.
+   noise-free mean-field map (:func:`theory_shape`) where the theory applies: a non-zero fixed
+   point q* (selu at torch's gain 3/4: post std 0.2) settles, **stable** (only while
+   depth/width is below ``finite_width``: beyond, finite width moves the signal off it);
+   q* = 0 (tanh at sigma_w^2 = 1: std ~ l^-1/2) still falls and unbounded q still rises
+   (at any width, where the measurement went the same way). Elsewhere it is measured,
+   directionally: the tail must change by ``settle`` decades *the way M went* and, below
+   ``orders``, with a group-means t (:func:`group_t`) beyond ``trend_t``; a tail of fewer
+   than 3 steps leaves the magnitude alone to decide (``orders``). A measured flat tail
+   *levels off*; only the theory can say it reached a fixed point.
 5. Otherwise, a bounded activation with at least ``saturation`` of its outputs at the
    range's edges over the tail is **saturated**: the std looks healthy but the units
    pass no gradient (tanh with N(0, 1) weights: pre-activation std 16, 90 % saturated).
@@ -254,14 +255,17 @@ def theory_shape(theory: Mapping[str, Any] | None, depth_over_width: float | Non
 
     ``theory`` is a prediction's summary (:meth:`initlab.theory.Prediction.summary`); its q* is
     the fixed point the map reaches from q_0 (0: collapse, None: no bound). None where the
-    theory does not apply or finite width (depth/width >= ``finite_width``) drives the outcome.
+    theory does not apply. Where finite width drives the outcome (depth/width >= ``finite_width``)
+    a predicted fixed point no longer holds the signal (Hanin & Rolnick's drift moves it off), so
+    "settles" is dropped there; a predicted rise or fall still counts, and only where the
+    measurement went the same way (see :func:`_moving`).
     """
     if theory is None or not theory.get("applicable"):
         return None
-    if depth_over_width is not None and depth_over_width >= thresholds.finite_width:
-        return None
     q_star = theory.get("q_star")
-    return "rises" if q_star is None else "falls" if q_star == 0 else "settles"
+    shape: Shape = "rises" if q_star is None else "falls" if q_star == 0 else "settles"
+    wide = depth_over_width is None or depth_over_width < thresholds.finite_width
+    return shape if wide or shape != "settles" else None
 
 
 def classify(trace: Trace, thresholds: VerdictConfig, theory: Mapping[str, Any] | None = None) -> Verdict:

@@ -292,11 +292,26 @@ def test_a_rising_tail_does_not_count_as_falling() -> None:
     assert verdict.regime == "stable" and "turns back (rising)" in verdict.reason
 
 
-def test_the_theory_shape_is_not_used_where_finite_width_dominates() -> None:
-    steps = np.random.default_rng(8).normal(0, 0.02, 100)
-    std = [float(s) for s in 0.3 * np.exp(np.cumsum(steps - steps.mean()))]
-    theory = {"applicable": True, "q_star": 0.0}
+def test_a_predicted_fixed_point_is_not_used_where_finite_width_dominates() -> None:
+    """A steady fall to x0.37: the theory's non-zero q* settles it at width 256, not at width 64 (depth/width > 1)."""
+    steps = np.random.default_rng(8).normal(-0.01, 0.002, 100)
+    std = [float(s) for s in np.exp(np.cumsum(steps))]
+    theory = {"applicable": True, "q_star": 0.09}
     wide = classify(Trace(std, [0.0] * 100, 1.0, width=256), DEFAULT, theory)
     narrow = classify(Trace(std, [0.0] * 100, 1.0, width=64), DEFAULT, theory)
-    assert (wide.regime, wide.shape) == ("vanishing", "theory")
-    assert (narrow.regime, narrow.shape) == ("stable", "measured")
+    assert (wide.regime, wide.shape) == ("stable", "theory")
+    assert (narrow.regime, narrow.shape) == ("vanishing", "measured")
+
+
+def test_a_predicted_rise_the_measurement_shares_is_an_explosion_for_every_seed_at_narrow_width() -> None:
+    """kaiming + selu at width 32, depth 100 (depth/width 3.1): no fixed point, every seed grows ×6 or more.
+
+    A flat measured tail had called two of five seeds stable; the theory's rise, which the
+    measurement shares, keeps them moving. A predicted fixed point is still not used there.
+    """
+    overrides = ["model.activation=selu", "init.scheme=kaiming_normal", "model.width=32", "model.depth=100",
+                 "data.batch_size=16"]
+    results = [initlab.run(load_config(CONFIGS / "tanh-xavier.yaml", [*overrides, f"seed={s}"])) for s in range(5)]
+    assert all(r.verdict.ratio is not None and r.verdict.ratio > 5 for r in results)
+    assert [r.verdict.regime for r in results] == ["explosion"] * 5
+    assert {r.verdict.shape for r in results} == {"theory"}
