@@ -50,9 +50,10 @@ from initlab.config import (
     to_yaml,
 )
 from initlab.errors import InitlabError
+from initlab.folder_lock import FolderLock
 from initlab.limits import MAX_RUNS, check_seeds
 from initlab.regimes import Trace, Verdict, classify, with_theory
-from initlab.results import FolderLock, csv_text, git_commit, run_id, to_json, write_folder
+from initlab.results import csv_text, git_commit, run_id, to_json, write_folder
 from initlab.schemes import Scheme
 from initlab.schemes import names as scheme_names
 
@@ -673,7 +674,7 @@ class SweepFolder:
     The folder is created with its plan (atomically); each cell run is staged and renamed
     into ``cells/`` when complete; aggregate files are replaced atomically, so every file
     that exists is whole, whenever the sweep stops. While :func:`sweep` works in it, the
-    folder holds a lock file (``.lock``, :class:`~initlab.results.FolderLock`), so a second
+    folder holds a lock file (``.lock``, :class:`~initlab.folder_lock.FolderLock`), so a second
     sweep of the same folder is refused rather than doing the work twice.
     """
 

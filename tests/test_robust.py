@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 import initlab.runner
-from initlab import compare, devices, results
+from initlab import compare, devices, folder_lock, results
 from initlab.cli import app
 from initlab.limits import MAX_SEED
 from tests.conftest import CONFIGS
@@ -299,7 +299,7 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_respected(tmp_path: Path) -> 
                           check=True)
     plan = compare.plan_sweep(compare.base_config(None, depth=3, width=4), compare.parse_schemes("xavier"))
     folder = compare.SweepFolder.create(tmp_path, plan, [])
-    lock = folder.path / results.LOCK_NAME
+    lock = folder.path / folder_lock.LOCK_NAME
     lock.write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
     compare.sweep(plan, folder)  # the dead holder's lock is taken over
     assert not lock.exists() and (folder.path / "summary.csv").exists()
@@ -340,21 +340,21 @@ def test_shell_completion_is_offered() -> None:
 
 
 def test_taking_over_a_stale_lock_never_removes_a_fresh_one(tmp_path: Path) -> None:
-    from initlab.results import _take_over
+    from initlab.folder_lock import _take_over
 
-    lock = tmp_path / results.LOCK_NAME
+    lock = tmp_path / folder_lock.LOCK_NAME
     fresh = json.dumps({"pid": os.getpid(), "host": "here"})
     lock.write_text(fresh)  # another process took the lock since this one judged it stale
     _take_over(lock, json.dumps({"pid": 999999999, "host": "here"}))
-    assert lock.read_text() == fresh and [p.name for p in tmp_path.iterdir()] == [results.LOCK_NAME]
+    assert lock.read_text() == fresh and [p.name for p in tmp_path.iterdir()] == [folder_lock.LOCK_NAME]
 
 
 def test_an_empty_lock_is_held_for_a_moment_then_stale(tmp_path: Path) -> None:
-    lock = tmp_path / results.LOCK_NAME
+    lock = tmp_path / folder_lock.LOCK_NAME
     lock.write_text("")  # a process between creating its lock and writing it
     with pytest.raises(compare.InitlabError, match="in use by another process"):
-        results.FolderLock(tmp_path).acquire()
+        folder_lock.FolderLock(tmp_path).acquire()
     os.utime(lock, (0, 0))  # long ago: that process died in between
-    with results.FolderLock(tmp_path) as taken:
+    with folder_lock.FolderLock(tmp_path) as taken:
         assert taken.held and json.loads(lock.read_text())["pid"] == os.getpid()
     assert not lock.exists()
