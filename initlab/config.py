@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    field_serializer,
     model_serializer,
     model_validator,
 )
@@ -169,6 +170,32 @@ class VerdictConfig(Frozen):
     finite_width: Float = Field(1.0, gt=0.0, description="depth/width from which finite width is noted")
 
 
+class BackwardConfig(Frozen):
+    """The backward pass: gradient statistics of every block (``backward: false`` turns it off)."""
+
+    upstream: Literal["normal", "output", "ones"] = Field(
+        "normal", description="the gradient fed into the last block's output: normal = g ~ N(0, 1) drawn after "
+        "the input; output = y itself (y.backward(y), the loss |y|^2/2); ones = torch.ones_like(y)"
+    )
+
+
+def _switch(value: Any) -> Any:
+    """``true``/``false`` for a section that is on or off: ``{}`` (every default) or None."""
+    if value is True:
+        return {}
+    return None if value is False else value
+
+
+#: Largest number of inputs whose Jacobian a study may ask for (each is a width x width matrix).
+MAX_JACOBIAN_SAMPLES = 4096
+
+
+class JacobianConfig(Frozen):
+    """The input-output Jacobian of ``samples`` inputs of the batch and its singular values."""
+
+    samples: Int = Field(1, ge=1, le=MAX_JACOBIAN_SAMPLES, description="inputs of the batch (the first ones)")
+
+
 class DataParallelConfig(Frozen):
     """Run the model under ``nn.DataParallel`` on these CUDA devices."""
 
@@ -200,6 +227,16 @@ class Config(Frozen):
     rng: Literal["cpu", "device"] = Field(
         "cpu", description="cpu: draw on the CPU then move (same numbers everywhere); device: draw on the device"
     )
+    backward: Annotated[BackwardConfig | None, BeforeValidator(_switch)] = Field(
+        default_factory=BackwardConfig, description="gradient statistics of every block; false: forward only"
+    )
+    jacobian: Annotated[JacobianConfig | None, BeforeValidator(_switch)] = Field(
+        None, description="the input-output Jacobian's singular values; off unless given"
+    )
+
+    @field_serializer("backward", "jacobian")
+    def _off_as_false(self, value: Frozen | None) -> Any:
+        return False if value is None else value
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -229,6 +266,9 @@ class Config(Frozen):
             yield "init.bias", f"{self.init.bias.scheme} needs a matrix; a bias can use: " + ", ".join(
                 sorted(n for n, c in schemes.REGISTRY.items() if not c.needs_matrix)
             )
+        if self.jacobian is not None and self.jacobian.samples > self.data.batch_size:
+            yield "jacobian.samples", (f"{self.jacobian.samples} inputs asked for, and the batch has "
+                                       f"{self.data.batch_size}: at most data.batch_size")
         if self.data_parallel is not None and self.device == "cpu":
             yield "data_parallel", "needs device: cuda (or auto); device is cpu"
         if self.data_parallel is not None and self.device.startswith("cuda:"):
