@@ -92,7 +92,7 @@ def _model(depth: int, width: int, batch: int, device: str) -> tuple[Any, Any, A
 
     from initlab.config import Config
     from initlab.model import build, draw_input, probe_targets
-    from initlab.probes import statistics_for
+    from initlab.statistics import statistics_for
 
     config = Config.model_validate({
         "model": {"depth": depth, "width": width, "activation": "tanh"},

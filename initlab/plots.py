@@ -9,7 +9,7 @@ where the outputs went non-finite).
 
 **histogram.png.** The "colorful dimension" view of the forward signal: layers across,
 magnitude bins up, colour the fraction of the layer's outputs in the bin. The bins are
-fixed powers of two (:data:`initlab.probes.HISTOGRAM_BINS`), drawn on a log10 axis trimmed
+fixed powers of two (:data:`initlab.statistics.HISTOGRAM_BINS`), drawn on a log10 axis trimmed
 to the occupied range, with the zero and non-finite bins as bands below and above.
 
 matplotlib is imported inside the functions, and only its object-oriented API is used

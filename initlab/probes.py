@@ -1,12 +1,12 @@
-"""Probes: hooks that record statistics of what every layer outputs, as tidy records.
+"""Probes: hooks that record statistics of what every layer outputs, and of the gradients
+flowing back through it, as tidy records.
 
-A statistic turns tensors into small vectors of *partial* results on their device
-(counts, float64 moments, maxima), so that several partials of one layer (one per
-``nn.DataParallel`` replica) merge exactly, and nothing is read back to the host until
-the forward pass is over. Statistics are looked up by name in :data:`STATISTICS`.
+Statistics (:mod:`initlab.statistics`) turn tensors into partial results on their device;
+an :class:`Accumulator` collects them from any thread (``nn.DataParallel`` calls forward
+hooks, and autograd calls tensor hooks, in replica and device threads) and reads them back
+to the host once, after the passes are over.
 
-Statistics work on a stack of same-shaped tensors at once, ``(k, rows, width)``. Large
-outputs are measured as they come (``k = 1``: the kernels are big, launches are cheap);
+Large outputs are measured as they come (``k = 1``: the kernels are big, launches are cheap);
 small ones are held and measured together after the pass, because for them the cost
 is the dozen kernel launches per tensor, not the arithmetic.
 
@@ -21,7 +21,6 @@ import math
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -29,255 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from initlab.activations import Activation
+from initlab.statistics import Statistic
 
 Value = float | None
 Record = dict[str, Any]  # {"layer": int, "site": str, "stat": str, "value": float | None (histogram: counts)}
-
-
-@dataclass(frozen=True)
-class Statistic:
-    """A statistic computed from partial results that merge exactly across batch slices."""
-
-    name: str
-    partial: Callable[[torch.Tensor], torch.Tensor]  # (k, rows, width), any dtype -> (k, p) float64
-    merge: Callable[[np.ndarray], np.ndarray]  # (keys, parts, p) -> (keys, p)
-    # (keys, p) -> name: (keys,) with NaN = undefined, or (keys, bins) for a histogram
-    finalize: Callable[[np.ndarray], dict[str, np.ndarray]]
-
-
-def _rowwise(
-    reduce: Callable[..., Any], flat: torch.Tensor, *args: Any, **kwargs: Any
-) -> torch.Tensor | tuple[torch.Tensor, ...]:
-    """``reduce`` over each row of ``flat`` (k, n), keeping a (k, 1) shape.
-
-    A single row is reduced whole: torch's full reductions are several times faster than
-    the same reduction along a dimension of a (1, n) tensor.
-    """
-    if flat.shape[0] == 1:
-        out = reduce(flat, *args, **kwargs)
-        return tuple(o.reshape(1, 1) for o in out) if isinstance(out, tuple) else out.reshape(1, 1)
-    out = reduce(flat, *args, dim=1, **kwargs)
-    return tuple(o.unsqueeze(1) for o in out) if isinstance(out, tuple) else out.unsqueeze(1)
-
-
-def _count(x: torch.Tensor, value: int) -> torch.Tensor:
-    # torch.full, not torch.tensor: a fill kernel, no host-to-device copy.
-    return torch.full((x.shape[0], 1), value, dtype=torch.float64, device=x.device)
-
-
-# ---------------------------------------------------------------- moments
-
-
-def _moments_partial(x: torch.Tensor) -> torch.Tensor:
-    flat = x.reshape(x.shape[0], -1)
-    xd = flat.to(torch.float64, copy=True)  # our own copy: centred in place below
-    mean = _rowwise(torch.mean, xd)
-    assert isinstance(mean, torch.Tensor)
-    # Two passes in float64 (mean, then squared deviations): no cancellation, and squares
-    # of values near float32's limit stay finite.
-    norm = _rowwise(torch.linalg.vector_norm, xd.sub_(mean))
-    nonfinite = _rowwise(torch.count_nonzero, flat - flat)  # x - x: 0 where x is finite, NaN elsewhere
-    assert isinstance(norm, torch.Tensor) and isinstance(nonfinite, torch.Tensor)
-    return torch.cat([_count(x, flat.shape[1]), mean, norm.square(), nonfinite.to(torch.float64)], dim=1)
-
-
-def merge_moments(parts: np.ndarray) -> np.ndarray:
-    """Chan et al. (1979): exact count, mean and M2 of the union of disjoint slices."""
-    n_i, mean_i, m2_i, bad_i = (parts[..., j] for j in range(4))  # each (keys, parts)
-    n = n_i.sum(axis=1)
-    with np.errstate(invalid="ignore", over="ignore"):  # non-finite slices: reported as such
-        mean = (n_i * mean_i).sum(axis=1) / n
-        m2 = m2_i.sum(axis=1) + (n_i * (mean_i - mean[:, None]) ** 2).sum(axis=1)
-    return np.stack([n, mean, m2, bad_i.sum(axis=1)], axis=1)
-
-
-def _moments_final(merged: np.ndarray) -> dict[str, np.ndarray]:
-    n, mean, m2, nonfinite = merged.T
-    defined = (nonfinite == 0) & (n >= 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # Unbiased, like torch.Tensor.std(): the number a hand-written script prints.
-        std = np.sqrt(m2 / (n - 1))
-    return {"std": np.where(defined, std, np.nan), "mean": np.where(defined, mean, np.nan), "nonfinite": nonfinite}
-
-
-MOMENTS = Statistic("moments", _moments_partial, merge_moments, _moments_final)
-
-
-def _weight_moments_partial(x: torch.Tensor) -> torch.Tensor:
-    flat = x.reshape(x.shape[0], -1)
-    n = flat.shape[1]
-    # One pass over the tensor and no float64 copy of it: the float64 sum and sum of
-    # squares (a float32 square is exact in float64). On the CPU numpy casts in small
-    # buffers, so no tensor-sized temporary is allocated at all: a thousand layers'
-    # temporaries would otherwise fragment the heap that holds the weights.
-    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
-        rows = flat.numpy()
-        sums = np.array([[np.add.reduce(row, dtype=np.float64),
-                          np.einsum("i,i->", row, row, dtype=np.float64, casting="safe")] for row in rows])
-        total, squares = (torch.from_numpy(sums[:, j : j + 1]) for j in range(2))
-        nonfinite = torch.from_numpy(
-            np.array([[0.0 if np.isfinite(s) else float(np.count_nonzero(~np.isfinite(r)))]
-                      for s, r in zip(sums[:, 1], rows, strict=True)])
-        )
-    else:
-        total_, norm_, bad_ = (
-            _rowwise(torch.sum, flat, dtype=torch.float64),
-            _rowwise(torch.linalg.vector_norm, flat, dtype=torch.float64),
-            _rowwise(torch.count_nonzero, flat - flat),
-        )
-        assert isinstance(total_, torch.Tensor) and isinstance(norm_, torch.Tensor) and isinstance(bad_, torch.Tensor)
-        total, squares, nonfinite = total_, norm_.square(), bad_.to(torch.float64)
-    # M2 = S2 - S1^2/n cancels only where the std is below the float32 resolution of the
-    # mean; there it is rounding noise, reported as 0.
-    m2 = squares - total * (total / n)
-    m2 = torch.where(m2 <= _NOISE * squares, torch.zeros_like(m2), m2)
-    return torch.cat([_count(x, n), total / n, m2, nonfinite], dim=1)
-
-
-#: Relative rounding of a float64 pairwise sum of up to 2^64 terms, with margin.
-_NOISE = 64 * float(np.finfo(np.float64).eps)
-
-
-#: Moments of weights: one pass and no float64 copy, cheaper than :data:`MOMENTS` for the
-#: many weight matrices of a sweep; for tensors far from float32's limit (M2 needs their
-#: squares' sum to stay finite) and whose std is not below their mean's resolution.
-WEIGHT_MOMENTS = Statistic("moments", _weight_moments_partial, merge_moments, _moments_final)
-
-
-# ---------------------------------------------------------------- max |x|
-
-
-def _absmax_partial(x: torch.Tensor) -> torch.Tensor:
-    low, high = _rowwise(torch.aminmax, x.reshape(x.shape[0], -1))  # one pass, no |x| copy; NaN propagates
-    return torch.maximum(-low, high).to(torch.float64)
-
-
-ABSMAX = Statistic(
-    "absmax",
-    _absmax_partial,
-    lambda parts: parts.max(axis=1),
-    lambda merged: {"absmax": merged[:, 0]},
-)
-
-
-# ---------------------------------------------------------------- saturation and dead units
-
-
-def saturation(low: float, high: float, margin: float) -> Statistic:
-    """Fraction of outputs within ``margin`` of a bounded activation's range edges."""
-    centre, reach = (low + high) / 2, (high - low) / 2 - margin
-
-    def partial(x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(x.shape[0], -1)
-        hits = _rowwise(torch.count_nonzero, (flat if centre == 0 else flat - centre).abs() >= reach)
-        assert isinstance(hits, torch.Tensor)
-        return torch.cat([hits.to(torch.float64), _count(x, flat.shape[1])], dim=1)
-
-    return Statistic(
-        "saturated",
-        partial,
-        lambda parts: parts.sum(axis=1),
-        lambda merged: {"saturated": merged[:, 0] / merged[:, 1]},
-    )
-
-
-def _zeros_partial(x: torch.Tensor) -> torch.Tensor:
-    nonzero = torch.count_nonzero(x, dim=1)  # (k, width): per unit, over the rows
-    return torch.cat([_count(x, x.shape[1]), nonzero.to(torch.float64)], dim=1)
-
-
-def _zeros_final(merged: np.ndarray) -> dict[str, np.ndarray]:
-    rows, nonzero = merged[:, 0], merged[:, 1:]
-    units = nonzero.shape[1]
-    return {"zero": 1 - nonzero.sum(axis=1) / (rows * units), "dead": (nonzero == 0).mean(axis=1)}
-
-
-ZEROS = Statistic("zeros", _zeros_partial, lambda parts: parts.sum(axis=1), _zeros_final)
-
-
-# ---------------------------------------------------------------- histogram of magnitudes
-
-
-#: Bins of :data:`HISTOGRAM`, fixed so that partials merge by addition and both a vanishing
-#: and an exploding signal stay in range: bin e is float32's exponent field of |x|, so bin 0
-#: is |x| < 2**-126 (0, or below float32's normal range), bin e in 1..254 is
-#: 2**(e-127) <= |x| < 2**(e-126), and bin 255 holds non-finite values (inf, NaN).
-HISTOGRAM_BINS = 256
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def histogram_edges() -> tuple[np.ndarray, np.ndarray]:
-    """``(low, high)`` of every bin of :data:`HISTOGRAM`; NaN for the non-finite bin."""
-    exponents = np.arange(HISTOGRAM_BINS, dtype=np.float64) - 127
-    low, high = np.exp2(exponents), np.exp2(exponents + 1)
-    low[0] = 0.0
-    low[-1] = high[-1] = np.nan
-    return low, high
-
-
-def _as_float32(flat: torch.Tensor) -> torch.Tensor:
-    """``flat`` in float32 with every finite magnitude in float32's range (exact for half types)."""
-    if flat.dtype == torch.float64:  # beyond float32's range: the first or last finite bin, not inf
-        flat = torch.where(flat.isinf(), flat, flat.clamp(-_FLOAT32_MAX, _FLOAT32_MAX))
-    return flat.to(torch.float32)
-
-
-def _histogram_partial(x: torch.Tensor) -> torch.Tensor:
-    flat = x.reshape(x.shape[0], -1)
-    if flat.dtype != torch.float32:
-        flat = _as_float32(flat)
-    # numpy's bit operations and bincount are several times torch's on a CPU.
-    counts = _counts_numpy(flat) if flat.device.type == "cpu" else _counts_torch(flat)
-    return counts.reshape(flat.shape[0], HISTOGRAM_BINS)  # counts are exact in float64 up to 2**53
-
-
-def _counts_numpy(flat: torch.Tensor) -> torch.Tensor:
-    """Bin counts of each row of a float32 CPU ``flat`` (k, n), flattened to (k * bins,)."""
-    codes = np.bitwise_and(flat.numpy().view(np.int32), 0x7FFFFFFF)  # |x|: the sign bit cleared...
-    np.right_shift(codes, 23, out=codes)  # ...then its exponent field, in place
-    if flat.shape[0] > 1:  # row r counts into bins r * bins ... (r + 1) * bins - 1
-        codes += np.arange(flat.shape[0], dtype=np.int32)[:, None] * HISTOGRAM_BINS
-    return torch.from_numpy(np.bincount(codes.reshape(-1), minlength=flat.shape[0] * HISTOGRAM_BINS)
-                            .astype(np.float64))
-
-
-def _counts_torch(flat: torch.Tensor) -> torch.Tensor:
-    """:func:`_counts_numpy` with torch's kernels, on ``flat``'s device."""
-    codes = flat.view(torch.int32).bitwise_and(0x7FFFFFFF).bitwise_right_shift_(23)
-    if flat.shape[0] > 1:
-        codes += torch.arange(flat.shape[0], dtype=torch.int32, device=flat.device)[:, None] * HISTOGRAM_BINS
-    return torch.bincount(codes.reshape(-1), minlength=flat.shape[0] * HISTOGRAM_BINS).to(torch.float64)
-
-
-#: Counts of |x| by power of two (:data:`HISTOGRAM_BINS`): the "colorful dimension" view of a
-#: signal through the layers. One row of counts per key; merging adds the counts.
-HISTOGRAM = Statistic(
-    "histogram", _histogram_partial, lambda parts: parts.sum(axis=1), lambda merged: {"histogram": merged}
-)
-
-
-#: Statistics by name; each factory returns None where the statistic means nothing.
-STATISTICS: dict[str, Callable[[Activation], Statistic | None]] = {
-    "moments": lambda act: MOMENTS,
-    "weight_moments": lambda act: WEIGHT_MOMENTS,
-    "absmax": lambda act: ABSMAX,
-    "saturated": lambda act: saturation(*act.saturation) if act.saturation else None,
-    "zeros": lambda act: ZEROS if act.zeros_negative else None,
-    "histogram": lambda act: HISTOGRAM,
-}
-#: Which statistics each site records by default.
-SITE_STATISTICS: dict[str, tuple[str, ...]] = {
-    "pre": ("moments", "absmax"),
-    "post": ("moments", "absmax", "saturated", "zeros"),
-}
-
-
-def statistics_for(site: str, activation: Activation, names: Sequence[str] | None = None) -> list[Statistic]:
-    """The applicable statistics of ``site``, looked up by name."""
-    chosen = SITE_STATISTICS[site] if names is None else names
-    found = (STATISTICS[name](activation) for name in chosen)
-    return [stat for stat in found if stat is not None]
 
 
 # ---------------------------------------------------------------- probes

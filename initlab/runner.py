@@ -24,8 +24,9 @@ from initlab.config import Config
 from initlab.errors import InitlabError
 from initlab.limits import MAX_STUDY_SEEDS, check_seeds
 from initlab.model import ConstructionDraws, build, draw_input, probe_targets
-from initlab.probes import ForwardProbe, Record, histogram_edges, statistics_for
+from initlab.probes import ForwardProbe, Record
 from initlab.regimes import Trace, Verdict, judge
+from initlab.statistics import histogram_edges, statistics_for
 from initlab.theory import Prediction, input_second_moment, predict
 
 #: Column order of the per-layer table: pre-activation, block output, weights.

@@ -14,7 +14,8 @@ from initlab import devices
 from initlab.config import load_config
 from initlab.errors import InitlabError
 from initlab.model import build, draw_input, probe_targets
-from initlab.probes import ForwardProbe, statistics_for
+from initlab.probes import ForwardProbe
+from initlab.statistics import statistics_for
 from tests.conftest import CONFIGS, make_config
 
 NO_CUDA = not torch.cuda.is_available()

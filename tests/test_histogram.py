@@ -10,7 +10,7 @@ from torch import nn
 
 import initlab
 from initlab.config import load_config
-from initlab.probes import HISTOGRAM, HISTOGRAM_BINS, histogram_edges
+from initlab.statistics import HISTOGRAM, HISTOGRAM_BINS, histogram_edges
 from tests.conftest import CONFIGS
 
 
@@ -100,7 +100,7 @@ def test_non_finite_outputs_have_their_own_bin() -> None:
 
 def test_the_device_kernels_count_as_the_cpu_ones() -> None:
     """The torch route (used on GPUs) gives the numpy route's counts; checked here on the CPU."""
-    from initlab.probes import _counts_numpy, _counts_torch
+    from initlab.statistics import _counts_numpy, _counts_torch
 
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(4, 300, generator=generator) * torch.logspace(-40, 38, 300)

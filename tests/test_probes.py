@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from initlab.activations import parse_activation
-from initlab.probes import MOMENTS, STATISTICS, Accumulator, ForwardProbe, merge_moments, statistics_for
+from initlab.probes import Accumulator, ForwardProbe
+from initlab.statistics import MOMENTS, STATISTICS, merge_moments, statistics_for
 
 
 def probe_all(module: nn.Module, x: torch.Tensor, activation: str = "linear") -> dict[tuple[int, str, str], object]:
@@ -114,7 +115,7 @@ def test_registry_lookup_by_name_skips_meaningless_statistics() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_weight_moments_agree_with_float64_and_are_exact_for_constants(dtype: torch.dtype) -> None:
-    from initlab.probes import WEIGHT_MOMENTS
+    from initlab.statistics import WEIGHT_MOMENTS
 
     stats = {"weight": [WEIGHT_MOMENTS]}
     w = (torch.randn(64, 48, generator=torch.Generator().manual_seed(6)) * 0.3 + 0.1).to(dtype)
