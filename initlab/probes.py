@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from initlab.statistics import Statistic
+from initlab.statistics import GRADIENT_OF, Statistic
 
 Value = float | None
 Record = dict[str, Any]  # {"layer": int, "site": str, "stat": str, "value": float | None (histogram: counts)}
@@ -179,3 +179,54 @@ class ForwardProbe:
     def records(self) -> list[Record]:
         """Tidy records of everything recorded so far."""
         return self.accumulator.records()
+
+
+class GradientProbe:
+    """Records statistics of the gradients of module outputs, for forward passes run inside a
+    ``with`` block and the backward passes through them.
+
+    Each forward hook attaches a tensor hook to the output it sees (when it takes part in
+    autograd); autograd calls that hook with the gradient of the output, in whatever thread
+    runs that part of the backward pass, and the gradient is recorded under ``(layer,
+    GRADIENT_OF[site])``. Tensor hooks still attached on exit are removed too.
+    """
+
+    def __init__(self, targets: Sequence[tuple[int, str, nn.Module]], accumulator: Accumulator) -> None:
+        self.targets = list(targets)
+        self.accumulator = accumulator
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._lock = threading.Lock()
+
+    def _hook(self, key: Key) -> Callable[[nn.Module, Any, torch.Tensor], None]:
+        def record(grad: torch.Tensor) -> None:
+            self.accumulator.add(key, grad)
+
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            if output.requires_grad:
+                handle = output.register_hook(record)  # type: ignore[no-untyped-call]
+                with self._lock:
+                    self._handles.append(handle)
+
+        return hook
+
+    def __enter__(self) -> GradientProbe:
+        try:
+            for layer, site, module in self.targets:
+                handle = module.register_forward_hook(self._hook((layer, GRADIENT_OF[site])))
+                self._handles.append(handle)
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this probe registered, forward and tensor hooks (idempotent)."""
+        with self._lock:
+            handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from initlab.theory import Prediction
 
 Regime = Literal["explosion", "vanishing", "saturated", "stable"]
+Signal = Literal["forward", "backward"]
 REGIMES: tuple[Regime, ...] = ("explosion", "vanishing", "saturated", "stable")
 
 
@@ -63,6 +64,8 @@ class Trace:
     saturated: Sequence[float | None] = ()  # tanh/sigmoid: fraction at the range's edges
     dead: Sequence[float | None] = ()  # ReLU family: fraction of units zero for the whole batch
     width: int | None = None
+    layers: Sequence[int] = ()  # the block of every entry; empty: 0, 1, 2, ... (backward: L-1 down to 0)
+    signal: Signal = "forward"
 
 
 @dataclass(frozen=True)
@@ -194,11 +197,14 @@ def tail(points: Sequence[float]) -> int:
 
 
 def _first_nonfinite(trace: Trace) -> tuple[int | None, Literal["pre", "output"] | None]:
-    """The first layer with a non-finite pre-activation or output (an undefined std counts)."""
+    """The first entry with a non-finite pre-activation or output (an undefined std counts), in the
+    order the signal reaches them: a block's pre-activation first going forward, its output going back."""
     for i, n in enumerate(trace.nonfinite):
-        if i < len(trace.pre_nonfinite) and trace.pre_nonfinite[i] > 0:
+        pre = i < len(trace.pre_nonfinite) and trace.pre_nonfinite[i] > 0
+        output = n > 0 or trace.std[i] is None
+        if pre and (trace.signal == "forward" or not output):
             return i, "pre"
-        if n > 0 or trace.std[i] is None:
+        if output:
             return i, "output"
     return None, None
 
@@ -268,13 +274,101 @@ def theory_shape(theory: Mapping[str, Any] | None, depth_over_width: float | Non
     return shape if wide or shape != "settles" else None
 
 
-def classify(trace: Trace, thresholds: VerdictConfig, theory: Mapping[str, Any] | None = None) -> Verdict:
-    """The verdict for a trace (see the module docstring for the rules); ``theory``: the prediction's summary."""
+@dataclass(frozen=True)
+class TheoryShape:
+    """What the noise-free theory says the tail does, and the words that say why."""
+
+    shape: Shape
+    why: str
+
+
+def forward_shape(theory: Mapping[str, Any] | None, depth_over_width: float | None,
+                  thresholds: VerdictConfig) -> TheoryShape | None:
+    """:func:`theory_shape` with its reason: the fixed point q* of the length map."""
+    shape = theory_shape(theory, depth_over_width, thresholds)
+    if shape is None or theory is None:
+        return None
+    if shape == "settles":
+        return TheoryShape(shape, f"the mean-field map settles to its fixed point q* = {theory['q_star']:.3g}")
+    return TheoryShape(shape, "mean-field: q* = 0" if shape == "falls" else "mean-field: no fixed point above q_0")
+
+
+def predicted_shape(predicted: Trace, depth_over_width: float | None, thresholds: VerdictConfig
+                    ) -> TheoryShape | None:
+    """What a noise-free predicted trace (same entries as the measured one) does over the tail window.
+
+    For the backward signal, whose per-layer factors chi_l are known in closed form
+    (:mod:`initlab.gradient_theory`): it rises or falls where the prediction changes by at least
+    ``settle`` decades over the tail, else it is flat there ("settles"; dropped where finite
+    width drives the outcome, as for the forward fixed point).
+    """
+    f = _figures(predicted)
+    if f["nonfinite"]:
+        return TheoryShape("rises", "mean-field: beyond float range")
+    if f["tail_change"] is None:
+        return None
+    change = f["tail_change"]
+    factor = f"x{10 ** change:.3g} over the tail"
+    if abs(change) >= thresholds.settle:
+        return TheoryShape("rises" if change > 0 else "falls", f"mean-field: {factor}, chi = {_chi_words(change)}")
+    wide = depth_over_width is None or depth_over_width < thresholds.finite_width
+    return TheoryShape("settles", f"the mean-field backward map is flat over the tail ({factor})") if wide else None
+
+
+def _chi_words(change: float) -> str:
+    return "> 1 per layer" if change > 0 else "< 1 per layer"
+
+
+def classify(trace: Trace, thresholds: VerdictConfig, theory: Mapping[str, Any] | None = None,
+             predicted: Trace | None = None) -> Verdict:
+    """The verdict for a trace (see the module docstring for the rules).
+
+    ``theory``: the prediction's summary, whose fixed point q* gives the forward trace's shape;
+    ``predicted``: a noise-free predicted trace that gives the shape instead (the backward one).
+    """
     figures = _figures(trace)
-    shape = theory_shape(theory, figures["depth_over_width"], thresholds)
-    q_star = None if theory is None else theory.get("q_star")
-    regime, reason, source = _decide(figures, thresholds, shape, q_star)
-    return Verdict(regime=regime, reason=reason, notes=_notes(figures, thresholds), shape=source, **figures)
+    if predicted is not None:
+        shape = predicted_shape(predicted, figures["depth_over_width"], thresholds)
+    else:
+        shape = forward_shape(theory, figures["depth_over_width"], thresholds)
+    regime, reason, source = _decide(figures, thresholds, shape, _Words(trace))
+    return Verdict(regime=regime, reason=reason, notes=_notes(figures, thresholds), shape=source,
+                   **_labelled(figures, trace))
+
+
+def _labelled(figures: dict[str, Any], trace: Trace) -> dict[str, Any]:
+    """``figures`` with every layer position replaced by the block it stands for."""
+    return {key: _label(trace, value) if key in _LAYER_FIGURES else value for key, value in figures.items()}
+
+
+_LAYER_FIGURES = ("first_nonfinite_layer", "first_zero_layer", "last_finite_layer", "tail_start")
+
+
+def _label(trace: Trace, position: int | None) -> int | None:
+    if position is None or not trace.layers:
+        return position
+    return trace.layers[position]
+
+
+@dataclass(frozen=True)
+class _Words:
+    """How a verdict names its trace's entries and values: forward outputs or backward gradients."""
+
+    trace: Trace
+
+    def layer(self, position: int) -> int:
+        label = _label(self.trace, position)
+        assert label is not None
+        return label
+
+    def nonfinite(self, site: str | None) -> str:
+        if self.trace.signal == "backward":
+            return "pre-activation gradients" if site == "pre" else "gradients"
+        return "pre-activations" if site == "pre" else "outputs"
+
+    @property
+    def value(self) -> str:
+        return "gradient" if self.trace.signal == "backward" else "output std"
 
 
 def _measured_moving(f: dict[str, Any], sign: int, th: VerdictConfig, beyond_orders: bool) -> tuple[bool, str]:
@@ -298,59 +392,60 @@ def _measured_moving(f: dict[str, Any], sign: int, th: VerdictConfig, beyond_ord
     return False, f"no significant trend left (|t| < {needed:.3g})"
 
 
-def _moving(f: dict[str, Any], sign: int, th: VerdictConfig, shape: Shape | None, q_star: float | None,
+def _moving(f: dict[str, Any], sign: int, th: VerdictConfig, shape: TheoryShape | None,
             beyond_orders: bool) -> tuple[bool, str, Source]:
     """Whether the signal still moves in direction ``sign``, the words, and what decided: theory or measured.
 
     The mean-field shape decides where it applies and agrees with the sign or settles; a measured,
     directional test otherwise.
     """
-    if shape == "settles":
-        return False, f"the mean-field map settles to its fixed point q* = {q_star:.3g}", "theory"
-    if shape == ("falls" if sign < 0 else "rises"):
-        cause = "q* = 0" if sign < 0 else "no fixed point above q_0"
-        return True, f"still {_way(sign)} (mean-field: {cause})", "theory"
+    if shape is not None and shape.shape == "settles":
+        return False, shape.why, "theory"
+    if shape is not None and shape.shape == ("falls" if sign < 0 else "rises"):
+        return True, f"still {_way(sign)} ({shape.why})", "theory"
     moving, words = _measured_moving(f, sign, th, beyond_orders)
     return moving, words, "measured"
 
 
-def _decide(f: dict[str, Any], th: VerdictConfig, shape: Shape | None = None, q_star: float | None = None
+def _decide(f: dict[str, Any], th: VerdictConfig, shape: TheoryShape | None, words: _Words
             ) -> tuple[Regime, str, Source | None]:
     """The regime, the rule that decided it, and what decided the tail's shape (theory, measured, or None)."""
     if f["nonfinite"]:
-        where = "pre-activations" if f["nonfinite_site"] == "pre" else "outputs"
-        return "explosion", f"non-finite {where} from layer {f['first_nonfinite_layer']}", None
+        where = words.nonfinite(f["nonfinite_site"])
+        return "explosion", f"non-finite {where} from layer {words.layer(f['first_nonfinite_layer'])}", None
     if f["last_std"] is None:
         return "stable", "no layer to judge", None
     if f["first_zero_layer"] is not None:
-        return "vanishing", f"the output std reached 0 at layer {f['first_zero_layer']}", None
-    decades, tail, sign = f["decades"], _tail_text(f), 1 if f["decades"] > 0 else -1
+        return "vanishing", f"the {words.value} reached 0 at layer {words.layer(f['first_zero_layer'])}", None
+    decades, tail, sign = f["decades"], _tail_text(f, words), 1 if f["decades"] > 0 else -1
     regime: Regime = "explosion" if sign > 0 else "vanishing"
     if abs(decades) >= th.settled_orders:
         return regime, f"a change of {abs(decades):.3g} decades end to end, beyond {th.settled_orders:g}", None
     limit = th.explode_ratio if sign > 0 else th.vanish_ratio
     beyond_orders = abs(decades) >= th.orders
     beyond = beyond_orders or sign * decades >= sign * math.log10(limit)
-    moving, words, source = False, "", None
+    moving, said, source = False, "", None
     if beyond:
-        moving, words, source = _moving(f, sign, th, shape, q_star, beyond_orders)
+        moving, said, source = _moving(f, sign, th, shape, beyond_orders)
     what = f"{abs(decades):.3g} decades end to end" if beyond_orders else f"beyond x{limit:g}"
     if moving:
-        return regime, f"{what} and {words}: {tail}", source
+        return regime, f"{what} and {said}: {tail}", source
     if f["saturated_fraction"] is not None and f["saturated_fraction"] >= th.saturation:
         return "saturated", (f"{f['saturated_fraction']:.0%} of the outputs sit at the activation's bounds "
-                             f"over layers {f['tail_start']}-{f['last_finite_layer']}: those units pass no gradient"
+                             f"over layers {words.layer(f['tail_start'])}-{words.layer(f['last_finite_layer'])}: "
+                             "those units pass no gradient"
                              ), source
     if beyond:
-        return "stable", f"{what} but {words}: {tail}", source
+        return "stable", f"{what} but {said}: {tail}", source
     return "stable", f"within x{th.vanish_ratio:g} to x{th.explode_ratio:g} of the reference; {tail}", None
 
 
-def _tail_text(f: dict[str, Any]) -> str:
+def _tail_text(f: dict[str, Any], words: _Words) -> str:
     t = f["trend_t"]
     trend = ("too few layers for a trend" if t is None and f["last_finite_layer"] < 3
              else "no noise" if t is None else f"trend t {t:.2f}")
-    return f"layers {f['tail_start']}-{f['last_finite_layer']} x{10 ** f['tail_change']:.3g}, {trend}"
+    span = f"{words.layer(f['tail_start'])}-{words.layer(f['last_finite_layer'])}"
+    return f"layers {span} x{10 ** f['tail_change']:.3g}, {trend}"
 
 
 def _notes(f: dict[str, Any], th: VerdictConfig) -> list[str]:
@@ -389,8 +484,8 @@ def theory_figures(prediction: Prediction, input_std: float | None, thresholds: 
     return {"theory_regime": verdict.regime, "theory_ratio": verdict.ratio}
 
 
-def agreement(regime: Regime, figures: dict[str, Any], theory: dict[str, Any], thresholds: VerdictConfig
-              ) -> tuple[bool | None, str]:
+def agreement(regime: Regime, figures: dict[str, Any], theory: dict[str, Any], thresholds: VerdictConfig,
+              reference: str = "the input's std") -> tuple[bool | None, str]:
     """Whether the measured regime is the predicted one, as a sentence naming the likely cause if not.
 
     ``figures`` holds ``theory_regime`` and ``theory_ratio``; ``theory`` is the prediction's
@@ -401,7 +496,7 @@ def agreement(regime: Regime, figures: dict[str, Any], theory: dict[str, Any], t
         return None, f"theory does not apply: {theory['reason']}"
     predicted, ratio = figures["theory_regime"], figures["theory_ratio"]
     # q*, χ₁ and the phase have a line of their own (summary.json's ``theory``): not repeated here.
-    said = f"predicts {predicted}" + ("" if ratio is None else f" (x{ratio:.3g} of the input's std)")
+    said = f"predicts {predicted}" + ("" if ratio is None else f" (x{ratio:.3g} of {reference})")
     if predicted == regime or (regime == "saturated" and predicted == "stable"):
         return True, f"theory agrees: it {said}"
     return False, f"theory disagrees: it {said}; likely {_likely_cause(theory, thresholds)}"
@@ -430,8 +525,44 @@ def judge(trace: Trace, thresholds: VerdictConfig, prediction: Prediction | None
     return with_theory(verdict, figures, prediction.summary(), thresholds)
 
 
-def with_theory(verdict: Verdict, figures: dict[str, Any], theory: dict[str, Any], thresholds: VerdictConfig
-                ) -> Verdict:
+def with_theory(verdict: Verdict, figures: dict[str, Any], theory: dict[str, Any], thresholds: VerdictConfig,
+                reference: str = "the input's std") -> Verdict:
     """``verdict`` with the theory's regime and ratio, and the agreement statement as its last note."""
-    agrees, sentence = agreement(verdict.regime, figures, theory, thresholds)
+    agrees, sentence = agreement(verdict.regime, figures, theory, thresholds, reference)
     return replace(verdict, theory_agrees=agrees, notes=[*verdict.notes, sentence], **figures)
+
+
+# ---------------------------------------------------------------- the backward signal
+
+
+def backward_trace(values: Sequence[float | None], nonfinite: Sequence[float], pre_nonfinite: Sequence[float] = (),
+                   width: int | None = None) -> Trace:
+    """The backward signal as a trace, in the order the gradient travels: from the last block, whose
+    gradient is the upstream one and the reference, down to the first. Arguments are per block, layer 0 first.
+    """
+    return Trace(std=list(values)[::-1], nonfinite=list(nonfinite)[::-1], input_std=None,
+                 pre_nonfinite=list(pre_nonfinite)[::-1], width=width,
+                 layers=list(range(len(values) - 1, -1, -1)), signal="backward")
+
+
+def judge_backward(trace: Trace, thresholds: VerdictConfig, predicted: Sequence[float] | None,
+                   theory: dict[str, Any] | None, largest: float = FLOAT32_MAX) -> Verdict:
+    """The backward verdict: :func:`classify` of ``trace`` (from :func:`backward_trace`), the tail's shape
+    from the ``predicted`` gradient (per block, layer 0 first; None: measured) and the agreement with it.
+
+    A predicted gradient within a factor 8 of ``largest`` is marked non-finite, as for the forward
+    prediction. ``theory`` is the prediction's summary, ``applicable`` False where there is no
+    backward prediction (its ``reason`` says why).
+    """
+    expected = None
+    if predicted is not None:
+        finite = [p if math.isfinite(p) and p * 8 < largest else None for p in predicted]
+        expected = backward_trace(finite, [0.0 if p is not None else 1.0 for p in finite])
+    verdict = classify(trace, thresholds, predicted=expected)
+    if theory is None:
+        return verdict
+    figures: dict[str, Any] = {"theory_regime": None, "theory_ratio": None}
+    if expected is not None:
+        own = classify(expected, thresholds, predicted=expected)
+        figures = {"theory_regime": own.regime, "theory_ratio": own.ratio}
+    return with_theory(verdict, figures, theory, thresholds, "the upstream gradient")

@@ -20,18 +20,20 @@ import torch
 from torch import nn
 
 from initlab import __version__, devices
-from initlab.config import Config
+from initlab.config import BackwardConfig, Config
 from initlab.errors import InitlabError
+from initlab.gradient_theory import NO_PREDICTION, GradientPrediction, gradient_prediction
 from initlab.limits import MAX_STUDY_SEEDS, check_seeds
 from initlab.model import ConstructionDraws, build, draw_input, probe_targets
-from initlab.probes import ForwardProbe, Record
-from initlab.regimes import Trace, Verdict, judge
-from initlab.statistics import histogram_edges, statistics_for
+from initlab.probes import ForwardProbe, GradientProbe, Record
+from initlab.regimes import Trace, Verdict, backward_trace, judge, judge_backward
+from initlab.statistics import Statistic, histogram_edges, statistics_for
 from initlab.theory import Prediction, input_second_moment, predict
 
-#: Column order of the per-layer table: pre-activation, block output, weights.
-_PREFIX = {"pre": "pre_", "post": "", "weight": "weight_"}
-_ORDER = ["std", "mean", "absmax", "nonfinite", "saturated", "zero", "dead"]
+#: Column order of the per-layer table: pre-activation, block output, weights, then their gradients.
+_PREFIX = {"pre": "pre_", "post": "", "weight": "weight_", "grad": "grad_", "pre_grad": "pre_grad_",
+           "weight_grad": "weight_grad_"}
+_ORDER = ["std", "rms", "mean", "absmax", "nonfinite", "saturated", "zero", "dead"]
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,15 @@ class Result:
     meta: dict[str, Any] = field(default_factory=dict)
     theory: Prediction | None = None  # the mean-field prediction (initlab.theory)
     histogram: pd.DataFrame | None = None  # tidy: layer, site, bin_low, bin_high, count (see histogram_table)
+    backward: Verdict | None = None  # the backward signal's verdict; None when the backward pass is off
 
     @property
     def summary(self) -> dict[str, Any]:
-        """The verdict and its figures, as written to summary.json; the prediction under ``theory``."""
+        """The forward verdict and its figures, as written to summary.json; the prediction under
+        ``theory``, the backward verdict under ``backward``."""
         theory = self.theory.summary() if self.theory is not None else None
-        return {"name": self.config.name, **self.verdict.as_dict(), "theory": theory}
+        backward = self.backward.as_dict() if self.backward is not None else None
+        return {"name": self.config.name, **self.verdict.as_dict(), "theory": theory, "backward": backward}
 
 
 def layer_table(records: pd.DataFrame, depth: int) -> pd.DataFrame:
@@ -64,6 +69,10 @@ def layer_table(records: pd.DataFrame, depth: int) -> pd.DataFrame:
     for name in columns:
         if name.endswith("nonfinite"):
             table[name] = table[name].astype("int64")
+    if "weight_grad_std" in table.columns:  # the "grad:data" ratio practitioners watch
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = table["weight_grad_std"].to_numpy(np.float64) / table["weight_std"].to_numpy(np.float64)
+        table["grad_ratio"] = np.where(np.isfinite(ratio), ratio, np.nan)
     return table
 
 
@@ -77,7 +86,7 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     placement = devices.usable(config)
     devices.check_memory(config, placement)
     with devices.matmul_precision(config.precision):
-        records, timings = _forward(config, placement, draws)
+        records, timings = _passes(config, placement, draws)
     histogram = histogram_table([r for r in records if r["stat"] == "histogram"])
     records = [r for r in records if r["stat"] != "histogram"]
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
@@ -85,9 +94,15 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     prediction = predict(config, input_second_moment(config.data))
     largest = torch.finfo(devices.DTYPES[config.dtype]).max
     verdict = judge(trace_of(table, input_std, config.model.width), config.verdict, prediction, largest)
+    gradient = gradient_prediction(prediction, config.backward.upstream) if config.backward is not None else None
+    backward = None
+    if config.backward is not None:
+        backward = judge_backward(backward_trace_of(table, config.model.width), config.verdict,
+                                  gradient.rms if gradient else None, backward_theory(prediction, config), largest)
     meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
-    table = with_theory(table, prediction)
-    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction, histogram)
+    table = with_theory(table, prediction, gradient)
+    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction, histogram,
+                  backward)
 
 
 def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None) -> Trace:
@@ -104,11 +119,31 @@ def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None) ->
     )
 
 
-def with_theory(table: pd.DataFrame, prediction: Prediction) -> pd.DataFrame:
-    """``table`` plus the predicted ``theory_pre_std`` (√q_l) and ``theory_std`` (std φ at q_l) columns,
-    missing where the theory does not apply or the prediction leaves float range."""
+def backward_trace_of(table: pd.DataFrame, width: int | None) -> Trace:
+    """What the backward verdict reads: the gradients' root mean square, from the last block down."""
+    rms = [None if math.isnan(v) else float(v) for v in table["grad_rms"].tolist()]
+    return backward_trace(rms, table["grad_nonfinite"].tolist(), table["pre_grad_nonfinite"].tolist(), width)
+
+
+def backward_theory(prediction: Prediction, config: Config) -> dict[str, Any]:
+    """The prediction's summary as the backward verdict reads it: not applicable unless ``upstream: normal``."""
+    summary = prediction.summary()
+    upstream = config.backward.upstream if config.backward is not None else "normal"
+    if prediction.applicable and upstream != "normal":
+        summary |= {"applicable": False, "reason": NO_PREDICTION[upstream]}
+    return summary
+
+
+def with_theory(table: pd.DataFrame, prediction: Prediction, gradient: GradientPrediction | None = None
+                ) -> pd.DataFrame:
+    """``table`` plus the predicted ``theory_pre_std`` (√q_l), ``theory_std`` (std φ at q_l) and, with a
+    backward pass, ``theory_grad_std`` columns, missing where the theory does not apply or the prediction
+    leaves float range."""
     out: pd.DataFrame = table.copy()
-    for name, values in {"theory_pre_std": prediction.pre_std, "theory_std": prediction.post_std}.items():
+    columns = {"theory_pre_std": prediction.pre_std, "theory_std": prediction.post_std}
+    if "grad_std" in table.columns:
+        columns["theory_grad_std"] = gradient.std if gradient is not None else []
+    for name, values in columns.items():
         predicted = np.asarray(values if values else [math.nan] * len(table), dtype=np.float64)
         out[name] = np.where(np.isfinite(predicted), predicted, np.nan)
     return out
@@ -137,10 +172,11 @@ def histogram_table(records: list[Record]) -> pd.DataFrame:
     return table
 
 
-def _forward(
+def _passes(
     config: Config, placement: devices.Placement, draws: ConstructionDraws | None
 ) -> tuple[list[Record], dict[str, float]]:
-    """Build, move, run one probed forward pass; every statistic comes back in one transfer."""
+    """Build, move, run one probed forward pass and, unless it is off, one backward pass;
+    every statistic of both comes back in one transfer."""
     dtype = devices.DTYPES[config.dtype]
     # Half types are drawn in float32 and rounded, so they start from the float32 run's weights.
     draw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
@@ -150,27 +186,71 @@ def _forward(
     tick = time.perf_counter()
     model = build(config, generator, draw_dtype, draws)
     x = draw_input(config, generator, draw_dtype)
+    g = draw_upstream(config, generator, draw_dtype)
     if (placement.device, dtype) != (generator.device, draw_dtype):  # Module.to walks every module
         model, x = model.to(placement.device, dtype), x.to(placement.device, dtype)
+    if g is not None:  # the gradient of the output, where DataParallel gathers it
+        g = g.to(_output_device(placement), dtype)
     timings = {"build_s": time.perf_counter() - tick}
 
-    activation = config.model.activation
-    sites = {site: statistics_for(site, activation) for site in ("pre", "post")}
-    sites["post"] += statistics_for("post", activation, ["histogram"])  # the forward signal's picture
-    sites |= {"weight": statistics_for("weight", activation, ["weight_moments"])}
-    sites |= {"input": statistics_for("input", activation, ["moments"])}
     network: nn.Module = model
     if placement.device_ids:
         network = nn.DataParallel(model, list(placement.device_ids), placement.output_device)
-    tick = time.perf_counter()
-    with torch.no_grad(), ForwardProbe(probe_targets(model), sites) as probe:
+    backward = config.backward is not None
+    targets = probe_targets(model)
+    with torch.set_grad_enabled(backward), ForwardProbe(targets, site_statistics(config)) as probe, \
+            GradientProbe(targets if backward else [], probe.accumulator):
         for i, linear in enumerate(model.linears()):
             probe.accumulator.add((i, "weight"), linear.weight)
         probe.accumulator.add((-1, "input"), x)
-        network(x)
+        tick = time.perf_counter()
+        y = network(x)
+        timings["forward_s"] = time.perf_counter() - tick
+        if config.backward is not None:
+            tick = time.perf_counter()
+            y.backward(upstream_gradient(config.backward, y, g))
+            for i, linear in enumerate(model.linears()):
+                assert linear.weight.grad is not None  # every weight takes part in the output
+                probe.accumulator.add((i, "weight_grad"), linear.weight.grad)
+            timings["backward_s"] = time.perf_counter() - tick
+        del y
+        tick = time.perf_counter()
         records: list[Record] = probe.records()  # the one device-to-host transfer
-    timings["forward_s"] = time.perf_counter() - tick
+        timings["statistics_s"] = time.perf_counter() - tick
     return records, timings
+
+
+def site_statistics(config: Config) -> dict[str, list[Statistic]]:
+    """The statistics every site records (:data:`initlab.statistics.SITE_STATISTICS`), the forward signal's
+    histogram, the input's moments, and the gradient sites where the backward pass is on."""
+    activation = config.model.activation
+    names = ["pre", "post", "weight"] + (["pre_grad", "grad", "weight_grad"] if config.backward is not None else [])
+    sites = {site: statistics_for(site, activation) for site in names}
+    sites["post"] += statistics_for("post", activation, ["histogram"])  # the forward signal's picture
+    sites["input"] = statistics_for("input", activation, ["moments"])
+    return sites
+
+
+def draw_upstream(config: Config, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor | None:
+    """``upstream: normal``'s gradient g ~ N(0, 1), ``(batch_size, width)``, drawn right after the input."""
+    if config.backward is None or config.backward.upstream != "normal":
+        return None
+    shape = (config.data.batch_size, config.model.width)
+    return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
+
+
+def upstream_gradient(backward: BackwardConfig, y: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+    """The gradient fed into the last block's output: g, y itself (the loss |y|^2/2), or ones."""
+    if backward.upstream == "normal":
+        assert g is not None
+        return g
+    return y.detach() if backward.upstream == "output" else torch.ones_like(y)
+
+
+def _output_device(placement: devices.Placement) -> torch.device:
+    if placement.output_device is not None:
+        return torch.device("cuda", placement.output_device)
+    return placement.device
 
 
 def _nulls(table: pd.DataFrame) -> pd.DataFrame:

@@ -91,6 +91,20 @@ def _moments_final(merged: np.ndarray) -> dict[str, np.ndarray]:
 MOMENTS = Statistic("moments", _moments_partial, merge_moments, _moments_final)
 
 
+def _gradient_moments_final(merged: np.ndarray) -> dict[str, np.ndarray]:
+    n, mean, m2, nonfinite = merged.T
+    out = _moments_final(merged)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        # Root mean square: what the mean-field theory's second moment predicts, and defined for
+        # a constant gradient (``upstream: ones``) whose std is 0.
+        rms = np.sqrt((m2 + n * mean * mean) / n)
+    return {**out, "rms": np.where((nonfinite == 0) & (n >= 1), rms, np.nan)}
+
+
+#: :data:`MOMENTS` and the root mean square, for gradients.
+GRADIENT_MOMENTS = Statistic("moments", _moments_partial, merge_moments, _gradient_moments_final)
+
+
 def _weight_moments_partial(x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(x.shape[0], -1)
     n = flat.shape[1]
@@ -247,17 +261,25 @@ HISTOGRAM = Statistic(
 #: Statistics by name; each factory returns None where the statistic means nothing.
 STATISTICS: dict[str, Callable[[Activation], Statistic | None]] = {
     "moments": lambda act: MOMENTS,
+    "gradient_moments": lambda act: GRADIENT_MOMENTS,
     "weight_moments": lambda act: WEIGHT_MOMENTS,
     "absmax": lambda act: ABSMAX,
     "saturated": lambda act: saturation(*act.saturation) if act.saturation else None,
     "zeros": lambda act: ZEROS if act.zeros_negative else None,
     "histogram": lambda act: HISTOGRAM,
 }
-#: Which statistics each site records by default.
+#: Which statistics each site records by default: a block's pre-activation (its Linear's
+#: output), its output (post), its weights, and the gradients of the three.
 SITE_STATISTICS: dict[str, tuple[str, ...]] = {
     "pre": ("moments", "absmax"),
     "post": ("moments", "absmax", "saturated", "zeros"),
+    "weight": ("weight_moments",),
+    "pre_grad": ("gradient_moments", "absmax"),
+    "grad": ("gradient_moments", "absmax"),
+    "weight_grad": ("weight_moments",),
 }
+#: The site that holds the gradient of each forward site.
+GRADIENT_OF: dict[str, str] = {"pre": "pre_grad", "post": "grad", "weight": "weight_grad"}
 
 
 def statistics_for(site: str, activation: Activation, names: Sequence[str] | None = None) -> list[Statistic]:

@@ -79,9 +79,9 @@ def test_half_types_start_from_the_float32_weights_and_keep_float64_statistics(d
 
 def test_precision_is_applied_and_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = []
-    real_forward = initlab.runner._forward
+    real_forward = initlab.runner._passes
     monkeypatch.setattr(
-        initlab.runner, "_forward", lambda *a: seen.append(torch.get_float32_matmul_precision()) or real_forward(*a)
+        initlab.runner, "_passes", lambda *a: seen.append(torch.get_float32_matmul_precision()) or real_forward(*a)
     )
     before = torch.get_float32_matmul_precision()
     result = initlab.run(make_config(precision="medium"))
