@@ -73,14 +73,20 @@ DevicesOption = Annotated[
     str | None,
     typer.Option("--devices", help="Run under nn.DataParallel on these CUDA ids, e.g. 0,1 (implies --device cuda)."),
 ]
+NoBackwardOption = Annotated[
+    bool, typer.Option("--no-backward", help="Forward pass only: no gradients (the same as backward=false).")
+]
 
 
-def device_overrides(device: str | None, devices: str | None) -> list[Override]:
-    """``--device`` / ``--devices`` as typed config overrides, so precedence is resolved in one place."""
+def device_overrides(device: str | None, devices: str | None, no_backward: bool = False) -> list[Override]:
+    """``--device`` / ``--devices`` (and ``--no-backward``) as typed config overrides, so precedence is
+    resolved in one place."""
     from initlab.config import Override
     from initlab.errors import InitlabError
 
     out = [Override(("device",), device, f"--device {device!r}")] if device is not None else []
+    if no_backward:
+        out.append(Override(("backward",), False, "--no-backward"))
     if devices is not None:
         source = f"--devices {devices!r}"
         ids = [part.strip() for part in devices.split(",")]
@@ -163,6 +169,7 @@ def run(
     save: Annotated[bool, typer.Option("--save/--no-save", help="Write the results folder.")] = True,
     device: DeviceOption = None,
     devices: DevicesOption = None,
+    no_backward: NoBackwardOption = False,
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -170,7 +177,7 @@ def run(
     with user_errors(debug):
         from initlab.config import load_config
 
-        resolved = load_config(config, [*(overrides or []), *device_overrides(device, devices)])
+        resolved = load_config(config, [*(overrides or []), *device_overrides(device, devices, no_backward)])
         from rich.console import Console
 
         from initlab import report
@@ -306,6 +313,7 @@ def compare(
     save: Annotated[bool, typer.Option("--save/--no-save", help="Write the results folder.")] = True,
     device: DeviceOption = None,
     devices: DevicesOption = None,
+    no_backward: NoBackwardOption = False,
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -321,12 +329,13 @@ def compare(
                 "--width": width, "--batch-size": batch_size, "--bias/--no-bias": bias, "--activation": activation,
                 "--seed": seed, "--seeds": seeds if seeds != 1 else None, "--depths": depths, "--widths": widths,
                 "--out": out, "--no-save": None if save else True, "--device": device, "--devices": devices,
+                "--no-backward": True if no_backward else None,
             })
         else:
             plan = sweeps.plan_from_options(
                 config, schemes=schemes, activations=activations, depth=depth, width=width, batch_size=batch_size,
                 bias=bias, activation=activation, seed=seed, seeds=seeds, depths=depths, widths=widths,
-                overrides=device_overrides(device, devices), max_runs=max_runs,
+                overrides=device_overrides(device, devices, no_backward), max_runs=max_runs,
             )
         sweeps.check_layers(chosen, plan.axes["depths"])
         if resume is None and save:  # only now: bad input above writes nothing

@@ -33,7 +33,10 @@ _COLUMNS = [
     ("layer", "layer"), ("weight_std", "w std"), ("pre_std", "pre std"), ("theory_pre_std", "pre std\ntheory"),
     ("std", "std"), ("theory_std", "std\ntheory"), ("mean", "mean"),
     ("absmax", "max|x|"), ("nonfinite", "nonfin"), ("saturated", "satur."), ("zero", "zeros"), ("dead", "dead"),
+    ("grad_std", "grad\nstd"), ("theory_grad_std", "grad std\ntheory"), ("grad_nonfinite", "grad\nnonfin"),
+    ("weight_grad_std", "w grad\nstd"), ("grad_ratio", "w grad/\nw std"),
 ]
+_COUNTS = ("layer", "nonfinite", "grad_nonfinite")
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -60,9 +63,12 @@ def shown_rows(layers: pd.DataFrame, every: int, marks: Sequence[int | None]) ->
 def layer_table(layers: pd.DataFrame, summary: dict[str, Any], every: int = 1) -> FittedTable:
     """The per-layer statistics, split into as many tables as the terminal's width needs."""
     bad = summary.get("first_nonfinite_layer")
-    rows = shown_rows(layers, every, [bad, summary.get("first_zero_layer")])
+    backward = summary.get("backward") or {}
+    marks = [bad, summary.get("first_zero_layer"), backward.get("first_nonfinite_layer"),
+             backward.get("first_zero_layer")]
+    rows = shown_rows(layers, every, marks)
     columns = [
-        Col(title, [fmt(layers[key].iloc[i], 0 if key in ("layer", "nonfinite") else 3) for i in rows])
+        Col(title, [fmt(layers[key].iloc[i], 0 if key in _COUNTS else 3) for i in rows])
         for key, title in _COLUMNS if key in layers.columns and _shown(layers[key])
     ]
     styles = ["red" if bad is not None and i >= bad else None for i in rows]
@@ -75,29 +81,43 @@ def _shown(column: pd.Series[Any]) -> bool:
 
 
 def verdict_line(summary: dict[str, Any]) -> Text:
-    """The verdict, once: the regime and its figures, then one line saying why (and any notes)."""
+    """The verdicts: the forward one and, where the backward pass ran (``summary["backward"]``), the
+    backward one, each with its figures and then one line saying why (and any notes)."""
+    backward = summary.get("backward")
+    text = _verdict(summary, "forward: " if backward else "verdict: ", "forward")
+    if backward:
+        text.append("\n")
+        text.append_text(_verdict(backward, "backward: ", "backward"))
+    return text
+
+
+def _verdict(summary: dict[str, Any], label: str, signal: str) -> Text:
     regime = summary["regime"]
-    text = Text("verdict: ", style="bold")
+    text = Text(label, style="bold")
     text.append(regime.upper() + (" (non-finite)" if summary["nonfinite"] else ""), style=f"bold {COLOURS[regime]}")
-    text.append("  " + verdict_figures(summary))
+    text.append("  " + verdict_figures(summary, signal))
     why = "; ".join([summary["reason"], *(summary.get("notes") or [])])
     text.append(f"\n  why: {why}", style="dim")
     return text
 
 
-def verdict_figures(summary: dict[str, Any]) -> str:
+def verdict_figures(summary: dict[str, Any], signal: str = "forward") -> str:
     """``std x0.644 of the input's at layer 99 (-0.19 decades, x0.9956/layer)``; for a run that went
-    non-finite, the figures are those of the last finite layer, named."""
+    non-finite, the figures are those of the last finite layer, named. Backward: ``gradient x1.78e+04 of
+    the upstream's at layer 0 (...)``, the gradient's root mean square from the last block down."""
     last = summary["last_finite_layer"]
     if last is None:
         return "no finite layer"
     reference = "the input's" if summary.get("input_std") is not None else "layer 0's"
+    what = "std"
+    if signal == "backward":
+        what, reference = "gradient", "the upstream's"
     where = f"layer {last}" + (", the last finite one" if summary["nonfinite"] else "")
     decades = summary.get("decades")
     scale = [] if decades is None else [f"{decades:+.2f} decades"]
     if summary["growth_per_layer"] is not None:
         scale.append(f"x{fmt(summary['growth_per_layer'])}/layer")
-    return f"std x{fmt(summary['ratio'], 3)} of {reference} at {where}" + (f" ({', '.join(scale)})" if scale else "")
+    return f"{what} x{fmt(summary['ratio'], 3)} of {reference} at {where}" + (f" ({', '.join(scale)})" if scale else "")
 
 
 def print_run(console: Console, layers: pd.DataFrame, summary: dict[str, Any], every: int, folder: Path | None) -> None:
