@@ -26,6 +26,9 @@ DTYPES = {
 }
 #: Statistics copy each probed output to float64; this many copies live at once.
 _FLOAT64_COPIES = 2
+#: Tensors of ``(rows, width)`` autograd saves per block for the backward pass (Linear's input, the
+#: activation's input or output).
+_SAVED_PER_BLOCK = 2
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,10 @@ def estimate(config: Config, placement: Placement) -> MemoryEstimate:
     # Input, Linear output and activation output in the model's dtype, and the float64
     # copies the statistics make of one probed output.
     activations = rows * width * (3 * elem + _FLOAT64_COPIES * 8)
+    if config.backward is not None:
+        parameters *= 2  # every weight's gradient
+        # Autograd keeps each block's Linear input and activation output for the backward pass.
+        activations += depth * rows * width * _SAVED_PER_BLOCK * elem
     probes = depth * 2 * placement.replicas * (width + 16) * 8  # per-unit counts + moments
     return MemoryEstimate(parameters, activations, probes)
 
