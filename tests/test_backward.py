@@ -142,10 +142,16 @@ def test_gradient_probe_removes_its_tensor_hooks_on_exit_even_on_error() -> None
     model = build(config, torch.Generator().manual_seed(0), torch.float32)
     x = torch.randn(4, 8)
     accumulator = Accumulator({s: statistics_for(s, config.model.activation) for s in ("pre_grad", "grad")})
-    with pytest.raises(RuntimeError), GradientProbe(probe_targets(model), accumulator):
-        y = model(x)
-        raise RuntimeError("boom")
-    y.sum().backward()  # after the block: no hook may fire
+    outputs = []
+
+    def fail_inside() -> None:
+        with GradientProbe(probe_targets(model), accumulator):
+            outputs.append(model(x))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
+    outputs[0].sum().backward()  # after the block: no hook may fire
     assert accumulator.records() == []
     assert all(not m._forward_hooks for m in model.modules())
 
