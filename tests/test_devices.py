@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import initlab
+import initlab.runner
 from initlab import devices
 from initlab.config import load_config
 from initlab.errors import InitlabError
