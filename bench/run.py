@@ -140,6 +140,53 @@ def _overhead(depth: int, width: int, batch: int, reps: int, device: str) -> tup
     return min(ta), min(tb)
 
 
+def backward_overhead(sizes: list[tuple[int, int]], depth: int, reps: int, device: str) -> Section:
+    section = Section(
+        f"Backward overhead ({device}, depth {depth}, tanh)",
+        "every probe on, forward and backward, <= 1.25x the bare forward + backward at width >= 1024, batch >= 1024",
+        ["width", "batch", "bare forward + backward", "probed forward + backward + read-back", "ratio"],
+    )
+    for width, batch in sizes:
+        a, b = _backward_overhead(depth, width, batch, reps, device)
+        section.rows.append([str(width), str(batch), ms(a), ms(b), f"{b / a:.2f}x"])
+    section.notes.append("probed: what `initlab.run` records (forward sites with the histogram, the weights, the "
+                         "gradients of pre-activations, outputs and weights), read back once at the end")
+    return section
+
+
+def _backward_overhead(depth: int, width: int, batch: int, reps: int, device: str) -> tuple[float, float]:
+    """Best bare and best probed forward + backward time of one model (upstream gradient N(0, 1))."""
+    import torch
+
+    from initlab.config import Config
+    from initlab.probes import ForwardProbe, GradientProbe
+    from initlab.runner import site_statistics
+
+    model, x, (targets, _) = _model(depth, width, batch, device)
+    sites = site_statistics(Config.model_validate({"model": {"activation": "tanh"}}))
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    linears = model.linears()
+
+    def bare() -> None:
+        model.zero_grad(set_to_none=True)
+        model(x).backward(g)
+        sync()
+
+    def probed() -> None:
+        model.zero_grad(set_to_none=True)
+        with ForwardProbe(targets, sites) as probe, GradientProbe(targets, probe.accumulator):
+            for i, linear in enumerate(linears):
+                probe.accumulator.add((i, "weight"), linear.weight)
+            model(x).backward(g)
+            for i, linear in enumerate(linears):
+                probe.accumulator.add((i, "weight_grad"), linear.weight.grad)
+            probe.records()  # reads back, so it synchronises too
+
+    ta, tb = interleaved(bare, probed, reps)
+    return min(ta), min(tb)
+
+
 # ---------------------------------------------------------------- 3. end to end
 
 
@@ -164,7 +211,7 @@ def hand_written(config: Any) -> list[float]:
 
 def end_to_end(names: list[str], reps: int) -> Section:
     section = Section(
-        "End to end (in-process, classic configs: 100 x 256, batch 16)",
+        "End to end (in-process, classic configs: 100 x 256, batch 16, forward only: backward=false)",
         "close to the irreducible work: weight generation and the matrix products",
         ["config", "hand-written script", "initlab.run + save", "ratio", "build", "forward + stats", "write"],
     )
@@ -182,7 +229,7 @@ def _end_to_end(name: str, reps: int) -> tuple[float, float, dict[str, float]]:
     import initlab
     from initlab.results import save_run
 
-    config = initlab.load_config(ROOT / "configs" / f"{name}.yaml")
+    config = initlab.load_config(ROOT / "configs" / f"{name}.yaml", ["backward=false"])  # as the script
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
 
@@ -206,11 +253,12 @@ def sweep(schemes: str, activations: str, seeds: int, depth: int, width: int) ->
     from initlab.config import load_config
     from initlab.model import build, draw_input
 
-    base = load_config(None, [f"model.depth={depth}", f"model.width={width}"])
+    base = load_config(None, [f"model.depth={depth}", f"model.width={width}", "backward=false"])
     plan = compare.plan_sweep(base, compare.parse_schemes(schemes), compare.parse_activations(activations),
                               seeds=seeds)
     section = Section(
-        f"Sweep: `compare --schemes {schemes} --activations {activations} --seeds {seeds}` ({depth} x {width})",
+        f"Sweep: `compare --schemes {schemes} --activations {activations} --seeds {seeds} --no-backward` "
+        f"({depth} x {width})",
         "the sweep adds <= 25 % on top of its irreducible parts (weight generation + bare forward)",
         ["runs", "irreducible: generate + bare forward", "sweep, results written", "ratio"],
     )
@@ -264,7 +312,7 @@ def memory(shapes: list[tuple[int, int]], batch: int) -> Section:
     )
     for depth, width in shapes:
         config = {"model": {"depth": depth, "width": width, "activation": "relu"},
-                  "init": {"scheme": "kaiming_normal"}, "data": {"batch_size": batch}}
+                  "init": {"scheme": "kaiming_normal"}, "data": {"batch_size": batch}, "backward": False}
         out = subprocess.run([PYTHON, "-c", _MEMORY_CHILD, json.dumps(config)], capture_output=True, text=True,
                              cwd=ROOT, check=True)
         seen = json.loads(out.stdout.strip().splitlines()[-1])
@@ -321,6 +369,7 @@ def main() -> None:
         sections = [
             startup(reps=1),
             probe_overhead([(32, 8)], depth=4, reps=1, device="cpu"),
+            backward_overhead([(32, 8)], depth=4, reps=1, device="cpu"),
             end_to_end(["tanh-xavier"], reps=1),
             sweep("xavier,kaiming", "tanh", seeds=2, depth=4, width=16),
             memory([(4, 32)], batch=4),
@@ -330,6 +379,7 @@ def main() -> None:
         sections = [
             startup(reps=7),
             probe_overhead(sizes, depth=100, reps=5, device="cpu"),
+            backward_overhead([(256, 16), (1024, 16), (1024, 1024)], depth=100, reps=3, device="cpu"),
             end_to_end(["linear-normal", "tanh-xavier", "relu-kaiming"], reps=5),
             sweep("normal,xavier,kaiming,default", "linear,tanh,relu", seeds=10, depth=100, width=256),
             memory([(100, 256), (100, 1024), (1000, 256), (1000, 1024)], batch=16),
@@ -338,6 +388,7 @@ def main() -> None:
         if device:
             gpu_sizes = [*sizes, (4096, 16), (4096, 1024)]
             sections.insert(2, probe_overhead(gpu_sizes, depth=100, reps=10, device=device))
+            sections.insert(3, backward_overhead(gpu_sizes, depth=100, reps=10, device=device))
     header = f"# Benchmarks\n\n`{' '.join(['python', *sys.argv])}` on {machine()}."
     text = markdown(sections, header)
     out = args.out if args.out is not None or args.smoke else ROOT / "BENCHMARKS.md"
