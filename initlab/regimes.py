@@ -310,13 +310,10 @@ def predicted_shape(predicted: Trace, depth_over_width: float | None, thresholds
     change = f["tail_change"]
     factor = f"x{10 ** change:.3g} over the tail"
     if abs(change) >= thresholds.settle:
-        return TheoryShape("rises" if change > 0 else "falls", f"mean-field: {factor}, chi {_chi_words(change)} per layer")
+        way: Shape = "rises" if change > 0 else "falls"
+        return TheoryShape(way, f"mean-field: {factor}, chi {'>' if change > 0 else '<'} 1 per layer")
     wide = depth_over_width is None or depth_over_width < thresholds.finite_width
     return TheoryShape("settles", f"the mean-field backward map is flat over the tail ({factor})") if wide else None
-
-
-def _chi_words(change: float) -> str:
-    return "> 1" if change > 0 else "< 1"
 
 
 def classify(trace: Trace, thresholds: VerdictConfig, theory: Mapping[str, Any] | None = None,
