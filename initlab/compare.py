@@ -11,7 +11,10 @@ The per-seed tables are *aggregated* into a tidy table (one row per cell, seed a
 and a summary (one row per cell). A cell's verdict is :func:`initlab.regimes.classify`
 on its **median trace**: the per-layer median of the block-output std over its seeds,
 where a non-finite output counts as +inf (so the median trace goes non-finite where most
-seeds do). ``agree`` counts the seeds whose own verdict is the same.
+seeds do). ``agree`` counts the seeds whose own verdict is the same. Where the cells ran a
+backward pass, the same is done for the gradient (:data:`BACKWARD`): the median of ``grad_rms``
+over seeds, judged by :func:`initlab.regimes.judge_backward` from the last block down; its
+columns are ``grad_*`` in the traces and ``backward_*`` in the summary.
 
 Nothing here prints. Progress is reported through a callback; files are written only
 through a :class:`SweepFolder`, one finished cell at a time, so an interrupted sweep keeps

@@ -7,6 +7,10 @@ and the marker at the line's end (explained in the legend). All panels share one
 A non-finite or zero std has no place on a log axis, so the line ends there (an × marks
 where the outputs went non-finite).
 
+**grad.png / grad.svg.** The same figure for the backward signal (:data:`BACKWARD`): the median
+gradient rms by layer, the backward verdict's style and end marker (at layer 0, where the
+gradient arrives), and an × at the lowest layer whose gradient is still finite.
+
 **histogram.png.** The "colorful dimension" view of the forward signal: layers across,
 magnitude bins up, colour the fraction of the layer's outputs in the bin. The bins are
 fixed powers of two (:data:`initlab.statistics.HISTOGRAM_BINS`), drawn on a log10 axis trimmed

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from initlab.compare import Comparison
+    from initlab.regimes import Signal
     from initlab.runner import SeedStudy
 
 #: One colour per regime, shared by tables and plots.
@@ -408,7 +409,7 @@ def pick_layers(depth: int, chosen: Sequence[int] | None) -> list[int]:
 
 
 def std_tables(traces: pd.DataFrame, axes: dict[str, list[Any]], chosen: Sequence[int] | None,
-               signal: str = "forward") -> list[FittedTable]:
+               signal: Signal = "forward") -> list[FittedTable]:
     """Median block-output std at a few layers, one column per cell (split to fit the terminal);
     ``signal="backward"``: the median gradient rms (none without a backward pass)."""
     column, what = ("median", "std") if signal == "forward" else ("grad_median", "gradient rms")
