@@ -11,7 +11,10 @@ The per-seed tables are *aggregated* into a tidy table (one row per cell, seed a
 and a summary (one row per cell). A cell's verdict is :func:`initlab.regimes.classify`
 on its **median trace**: the per-layer median of the block-output std over its seeds,
 where a non-finite output counts as +inf (so the median trace goes non-finite where most
-seeds do). ``agree`` counts the seeds whose own verdict is the same.
+seeds do). ``agree`` counts the seeds whose own verdict is the same. Where the cells ran a
+backward pass, the same is done for the gradient (:data:`BACKWARD`): the median of ``grad_rms``
+over seeds, judged by :func:`initlab.regimes.judge_backward` from the last block down; its
+columns are ``grad_*`` in the traces and ``backward_*`` in the summary.
 
 Nothing here prints. Progress is reported through a callback; files are written only
 through a :class:`SweepFolder`, one finished cell at a time, so an interrupted sweep keeps
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import time
@@ -51,8 +55,18 @@ from initlab.config import (
 )
 from initlab.errors import InitlabError
 from initlab.folder_lock import FolderLock
+from initlab.gradient_theory import Upstream, backward_theory_summary
 from initlab.limits import MAX_RUNS, check_seeds
-from initlab.regimes import Trace, Verdict, classify, with_theory
+from initlab.regimes import (
+    FLOAT32_MAX,
+    Signal,
+    Trace,
+    Verdict,
+    backward_trace,
+    classify,
+    judge_backward,
+    with_theory,
+)
 from initlab.results import csv_text, git_commit, run_id, to_json, write_folder
 from initlab.schemes import Scheme
 from initlab.schemes import names as scheme_names
@@ -546,22 +560,64 @@ def _merged_columns(orders: Sequence[list[str]], skip: Sequence[str]) -> list[st
     return merged
 
 
+@dataclass(frozen=True)
+class SignalColumns:
+    """Where a signal's trace is in the per-layer table, and where its median trace goes in traces.csv."""
+
+    signal: Signal
+    value: str  # the per-layer value of the trace (layers.csv)
+    nonfinite: tuple[str, ...]  # counts that make a layer's value non-finite
+    fractions: tuple[str, ...]  # per-layer fractions whose median is kept (saturated, dead)
+    predicted: str  # the mean-field prediction of ``value`` (layers.csv and traces.csv)
+    prefix: str  # of the median trace's columns in traces.csv and the verdict's in summary.csv
+
+
+#: The forward signal: block-output std; its median trace is ``median``, ``low``, ``high``, ``seeds``.
+FORWARD = SignalColumns("forward", "std", ("nonfinite", "pre_nonfinite"), ("saturated", "dead"), "theory_std", "")
+#: The backward signal: the gradient's rms; ``grad_median``, ``grad_low``, ``grad_high`` in traces.csv and
+#: ``backward_*`` in summary.csv.
+BACKWARD = SignalColumns("backward", "grad_rms", ("grad_nonfinite", "pre_grad_nonfinite"), (), "theory_grad_std",
+                         "grad_")
+SIGNALS = {"forward": FORWARD, "backward": BACKWARD}
+
+
 def median_traces(layers: pd.DataFrame) -> pd.DataFrame:
-    """Per cell and layer: the median std over seeds (non-finite as +inf), and the range of the finite ones;
-    the mean-field ``theory_std`` where the layers carry it (missing where the theory does not apply)."""
-    bad = (layers["nonfinite"] > 0) | ~np.isfinite(layers["std"].astype("float64"))
-    if "pre_nonfinite" in layers.columns:  # an overflow a bounded activation hides is still one
-        bad |= layers["pre_nonfinite"].fillna(0) > 0
-    fractions = [c for c in ("saturated", "dead") if c in layers.columns]
-    predicted = ["theory_std"] if "theory_std" in layers.columns else []  # the same for every seed of a cell
+    """Per cell and layer: the forward median trace (``median``, ``low``, ``high``, ``seeds``, the fractions'
+    medians, ``theory_std``) and, where the cells ran a backward pass, the backward one beside it
+    (``grad_median``, ``grad_low``, ``grad_high``, ``theory_grad_std``): see :func:`signal_traces`."""
+    forward = signal_traces(layers, FORWARD)
+    backward = signal_traces(layers, BACKWARD)
+    if backward.empty:
+        return forward
+    merged: pd.DataFrame = forward.merge(backward.drop(columns="grad_seeds"), how="left", on=[*CELL_KEYS, "layer"])
+    return merged
+
+
+def signal_traces(layers: pd.DataFrame, columns: SignalColumns) -> pd.DataFrame:
+    """Per cell and layer: the median of the signal's value over seeds (non-finite as +inf), the range of the
+    finite ones, the seeds counted, the fractions' medians and the mean-field prediction (missing where the
+    theory does not apply), the columns prefixed by ``columns.prefix``. Rows without the signal (a cell run
+    without a backward pass) are left out: empty where no cell has it."""
+    first = columns.nonfinite[0]
+    if first not in layers.columns:
+        empty: pd.DataFrame = pd.DataFrame(columns=[*CELL_KEYS, "layer"])
+        return empty
+    layers = layers[layers[first].notna()]
+    value = layers[columns.value].astype("float64")
+    bad = (layers[first] > 0) | ~np.isfinite(value)
+    for name in columns.nonfinite[1:]:  # an overflow a bounded activation hides is still one
+        if name in layers.columns:
+            bad |= layers[name].fillna(0) > 0
+    fractions = [c for c in columns.fractions if c in layers.columns]
+    predicted = [columns.predicted] if columns.predicted in layers.columns else []  # the same for every seed
     frame = layers[CELL_KEYS + ["seed", "layer", *fractions, *predicted]].assign(
-        as_inf=layers["std"].where(~bad, np.inf).astype("float64"),
-        finite=layers["std"].where(~bad).astype("float64"),
-    )
+        as_inf=value.where(~bad, np.inf), finite=value.where(~bad))
     grouped = frame.groupby(CELL_KEYS + ["layer"], sort=False)
+    p = columns.prefix
     out = pd.DataFrame({
-        "median": grouped["as_inf"].median(), "low": grouped["finite"].min(), "high": grouped["finite"].max(),
-        "seeds": grouped["seed"].count(), **{c: grouped[c].median() for c in fractions},
+        f"{p}median": grouped["as_inf"].median(), f"{p}low": grouped["finite"].min(),
+        f"{p}high": grouped["finite"].max(), f"{p}seeds": grouped["seed"].count(),
+        **{c: grouped[c].median() for c in fractions},
         **{c: grouped[c].first() for c in predicted},  # first() skips missing values: the first finite one
     })
     flat: pd.DataFrame = out.reset_index()
@@ -573,12 +629,16 @@ _SUMMARY_FIGURES = ["nonfinite", "first_nonfinite_layer", "nonfinite_site", "fir
                     "tail_start", "tail_change", "trend_t", "saturated_fraction", "dead_fraction",
                     "depth_over_width", "ratio_low", "ratio_high", "theory_regime", "theory_ratio",
                     "theory_agrees", "shape", "reason", "notes"]
+#: The backward verdict's columns of summary.csv: ``backward_`` and the figures that apply to a gradient
+#: (``first_std``/``last_std`` are the upstream gradient's and the first layer's rms).
+_BACKWARD_FIGURES = [f"backward_{name}" for name in ["regime", "agree", *_SUMMARY_FIGURES]
+                     if name not in ("input_std", "saturated_fraction", "dead_fraction")]
 
 
 def summarise(
     plan: Plan, ok: Sequence[Outcome], traces: pd.DataFrame, failed: Sequence[dict[str, Any]]
 ) -> pd.DataFrame:
-    """One row per cell: status, seed counts, the median trace's verdict and figures, any error."""
+    """One row per cell: status, seed counts, the median trace's verdicts and figures, any error."""
     summaries: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {}
     for outcome in ok:
         assert outcome.summary is not None
@@ -589,13 +649,13 @@ def summarise(
             entry["error"]
         )
     by_cell = {key: group for key, group in traces.groupby(CELL_KEYS, sort=False)}
-    thresholds = {run.position: run.config.verdict for run in plan.runs if run.config is not None}
+    configs = {run.position: run.config for run in plan.runs if run.config is not None}
     planned = len(plan.axes["seeds"])
-    rows = [
-        _summary_row(position, planned, summaries.get(position, []), errors.get(position, []),
-                     by_cell.get(position), thresholds.get(position))
-        for position in plan.positions()
-    ]
+    rows = []
+    for position in plan.positions():
+        trace, config, seeds = by_cell.get(position), configs.get(position), summaries.get(position, [])
+        row = _summary_row(position, planned, seeds, errors.get(position, []), trace, config)
+        rows.append(row | _backward_row(seeds, trace, config))
     return _summary_frame(rows)
 
 
@@ -605,7 +665,7 @@ def _summary_row(
     summaries: list[dict[str, Any]],
     errors: list[str],
     trace: pd.DataFrame | None,
-    thresholds: VerdictConfig | None,
+    config: Config | None,
 ) -> dict[str, Any]:
     regimes = [s["regime"] for s in summaries]
     status: Literal["done", "failed", "missing"] = (
@@ -614,54 +674,102 @@ def _summary_row(
     row: dict[str, Any] = {**dict(zip(CELL_KEYS, position, strict=True)), "status": status, "seeds": planned,
                            "finished": len(regimes), "failed": len(errors), "regime": None, "agree": None}
     row |= dict.fromkeys(_SUMMARY_FIGURES)
-    if trace is not None and regimes and thresholds is not None:
-        verdict = median_verdict(trace, summaries, position[3], thresholds)
-        ratios = [s["ratio"] for s in summaries if s.get("ratio") is not None]
-        notes = ([f"{len(summaries)} seeds: ratio {min(ratios):.3g} to {max(ratios):.3g}"] if len(ratios) > 1 else [])
-        row |= {k: v for k, v in verdict.as_dict().items() if k in _SUMMARY_FIGURES}
-        row |= {"regime": verdict.regime, "agree": regimes.count(verdict.regime), "notes": "; ".join(
-            [*verdict.notes, *notes]) or None, "ratio_low": min(ratios, default=None),
-            "ratio_high": max(ratios, default=None)}
+    if trace is not None and regimes and config is not None:
+        verdict = median_verdict(trace, summaries, position[3], config.verdict)
+        row |= _verdict_figures(verdict, summaries, "")
     row["error"] = errors[0] if errors else None
     return row
 
 
+def _backward_row(summaries: list[dict[str, Any]], trace: pd.DataFrame | None, config: Config | None
+                  ) -> dict[str, Any]:
+    """The ``backward_*`` columns: the backward verdict of the cell's median gradient trace; empty where the
+    cell ran no backward pass (or has no finished seed)."""
+    row: dict[str, Any] = dict.fromkeys(_BACKWARD_FIGURES)
+    seeds = [s["backward"] for s in summaries if s.get("backward") is not None]
+    if trace is None or config is None or not seeds or len(seeds) < len(summaries) or "grad_median" not in trace:
+        return row
+    verdict = median_verdict(trace, summaries, config.model.width, config.verdict, "backward",
+                             upstream=config.backward.upstream if config.backward is not None else "normal",
+                             largest=largest_value(config.dtype))
+    return row | _verdict_figures(verdict, seeds, "backward_")
+
+
+def _verdict_figures(verdict: Verdict, seeds: Sequence[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    """A median trace's verdict as summary.csv's columns (``prefix``ed), with the seeds' agreement and spread."""
+    ratios = [s["ratio"] for s in seeds if s.get("ratio") is not None]
+    spread = [f"{len(seeds)} seeds: ratio {min(ratios):.3g} to {max(ratios):.3g}"] if len(ratios) > 1 else []
+    row = {k: v for k, v in verdict.as_dict().items() if k in _SUMMARY_FIGURES}
+    row |= {"regime": verdict.regime, "agree": [s["regime"] for s in seeds].count(verdict.regime),
+            "notes": "; ".join([*verdict.notes, *spread]) or None, "ratio_low": min(ratios, default=None),
+            "ratio_high": max(ratios, default=None)}
+    allowed = _BACKWARD_FIGURES if prefix else ["regime", "agree", *_SUMMARY_FIGURES]
+    return {prefix + key: value for key, value in row.items() if prefix + key in allowed}
+
+
+def largest_value(dtype: str) -> float:
+    """The largest finite value of a config's ``dtype`` (a prediction within a factor 8 of it is non-finite)."""
+    import torch
+
+    from initlab.devices import DTYPES
+
+    return float(torch.finfo(DTYPES[dtype]).max)
+
+
 def median_verdict(
-    trace: pd.DataFrame, summaries: Sequence[dict[str, Any]], width: int, thresholds: VerdictConfig
+    trace: pd.DataFrame, summaries: Sequence[dict[str, Any]], width: int, thresholds: VerdictConfig,
+    signal: Signal = "forward", *, upstream: Upstream = "normal", largest: float = FLOAT32_MAX,
 ) -> Verdict:
-    """The verdict of a cell's median trace (:func:`median_traces`) beside the theory the seeds share."""
-    verdict = classify(cell_trace(trace, summaries, width), thresholds, summaries[0].get("theory"))
-    if summaries[0].get("theory") is not None:  # the same prediction for every seed of a cell
-        theory = {k: summaries[0][k] for k in ("theory_regime", "theory_ratio")}
-        verdict = with_theory(verdict, theory, summaries[0]["theory"], thresholds)
+    """The verdict of a cell's median trace (:func:`median_traces`) beside the theory the seeds share.
+
+    Backward: :func:`initlab.regimes.judge_backward` of the median gradient trace, the tail's shape from the
+    prediction ``theory_grad_std`` (for ``upstream: normal``); ``largest`` is the dtype's largest value.
+    """
+    theory = summaries[0].get("theory")  # the same prediction for every seed of a cell
+    measured = cell_trace(trace, summaries, width, signal)
+    if signal == "backward":
+        predicted = trace[BACKWARD.predicted].tolist() if BACKWARD.predicted in trace.columns else []
+        expected = predicted if any(math.isfinite(p) for p in predicted) else None
+        shared = backward_theory_summary(theory, upstream) if theory is not None else None
+        return judge_backward(measured, thresholds, expected, shared, largest)
+    verdict = classify(measured, thresholds, theory)
+    if theory is not None:
+        figures = {k: summaries[0][k] for k in ("theory_regime", "theory_ratio")}
+        verdict = with_theory(verdict, figures, theory, thresholds)
     return verdict
 
 
-def cell_trace(trace: pd.DataFrame, summaries: Sequence[dict[str, Any]], width: int) -> Trace:
-    """A cell's median trace as the verdict reads it; the reference is the seeds' median input std."""
-    median = trace["median"].to_numpy()
+def cell_trace(trace: pd.DataFrame, summaries: Sequence[dict[str, Any]], width: int,
+               signal: Signal = "forward") -> Trace:
+    """A cell's median trace as the verdict reads it. Forward: the reference is the seeds' median input std;
+    backward: the gradient from the last block down (:func:`initlab.regimes.backward_trace`), the
+    reference the median upstream gradient."""
+    median = trace[SIGNALS[signal].prefix + "median"].to_numpy()
     finite = np.isfinite(median)
+    values = [float(s) if f else None for s, f in zip(median, finite, strict=True)]
+    if signal == "backward":
+        return backward_trace(values, (~finite).astype(int).tolist(), width=width)
     inputs = [s["input_std"] for s in summaries if s.get("input_std") is not None]
 
     def column(name: str) -> list[float | None]:
         return [None if np.isnan(v) else float(v) for v in trace[name]] if name in trace.columns else []
 
-    return Trace(std=[float(s) if f else None for s, f in zip(median, finite, strict=True)],
-                 nonfinite=(~finite).astype(int).tolist(), input_std=float(np.median(inputs)) if inputs else None,
+    return Trace(std=values, nonfinite=(~finite).astype(int).tolist(),
+                 input_std=float(np.median(inputs)) if inputs else None,
                  saturated=column("saturated"), dead=column("dead"), width=width)
 
 
 def _summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(rows, columns=[*CELL_KEYS, "status", "seeds", "finished", "failed", "regime",
-                                                     "agree", *_SUMMARY_FIGURES, "error"])
+                                                     "agree", *_SUMMARY_FIGURES, "error", *_BACKWARD_FIGURES])
     # Nullable dtypes so missing figures are empty cells, never "3.0" or "nan".
-    ints = {c: "Int64" for c in ("agree", "first_nonfinite_layer", "first_zero_layer", "last_finite_layer",
-                                 "tail_start")}
-    floats = {c: "float64" for c in ("input_std", "first_std", "last_std", "ratio", "decades", "growth_per_layer",
-                                     "tail_change", "trend_t", "saturated_fraction", "dead_fraction",
-                                     "depth_over_width", "ratio_low", "ratio_high")}
-    typed: pd.DataFrame = frame.astype({**ints, **floats, "theory_ratio": "float64", "nonfinite": "boolean",
-                                        "theory_agrees": "boolean"})
+    ints = ["agree", "first_nonfinite_layer", "first_zero_layer", "last_finite_layer", "tail_start"]
+    floats = ["input_std", "first_std", "last_std", "ratio", "decades", "growth_per_layer", "tail_change", "trend_t",
+              "saturated_fraction", "dead_fraction", "depth_over_width", "ratio_low", "ratio_high", "theory_ratio"]
+    booleans = ["nonfinite", "theory_agrees"]
+    dtypes = {**dict.fromkeys(ints, "Int64"), **dict.fromkeys(floats, "float64"), **dict.fromkeys(booleans, "boolean")}
+    backward = {f"backward_{c}": dtype for c, dtype in dtypes.items() if f"backward_{c}" in _BACKWARD_FIGURES}
+    typed: pd.DataFrame = frame.astype({**dtypes, **backward})
     return typed
 
 
@@ -730,15 +838,17 @@ class SweepFolder:
         return out
 
     def finish(self, comparison: Comparison, elapsed: float, interrupted: bool) -> None:
-        """(Re)write the aggregates: layers.csv, summary.csv, meta.json, std.png, std.svg."""
+        """(Re)write the aggregates: layers.csv, summary.csv, traces.csv, meta.json, std.png, std.svg and, with a
+        backward pass, grad.png, grad.svg."""
         from initlab import plots
 
         _replace(self.path / "layers.csv", csv_text(comparison.layers).encode())
         _replace(self.path / "summary.csv", csv_text(comparison.summary).encode())
+        _replace(self.path / "traces.csv", csv_text(comparison.traces).encode())
         meta = sweep_meta(comparison, self.argv, elapsed, interrupted, self.resumed)
         _replace(self.path / "meta.json", to_json(meta).encode())
-        for suffix, data in plots.std_plot_files(comparison).items():
-            _replace(self.path / f"std.{suffix}", data)
+        for name, data in plots.std_plot_files(comparison).items():
+            _replace(self.path / name, data)
 
 
 def _replace(path: Path, data: bytes) -> None:

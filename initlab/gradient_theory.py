@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -52,6 +52,14 @@ NO_PREDICTION = {
     "ones": "upstream: ones has mean 1, not 0, so a ReLU's mask correlates the gradient with the weights it flows "
             "through, which the mean-field backward map (gradient independence) leaves out",
 }
+
+
+def backward_theory_summary(summary: dict[str, Any], upstream: Upstream) -> dict[str, Any]:
+    """The forward prediction's ``summary`` as the backward verdict reads it: not applicable (with the
+    reason of :data:`NO_PREDICTION`) unless ``upstream: normal``."""
+    if summary["applicable"] and upstream != "normal":
+        return summary | {"applicable": False, "reason": NO_PREDICTION[upstream]}
+    return summary
 
 
 def gradient_prediction(prediction: Prediction, upstream: Upstream

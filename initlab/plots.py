@@ -7,6 +7,10 @@ and the marker at the line's end (explained in the legend). All panels share one
 A non-finite or zero std has no place on a log axis, so the line ends there (an × marks
 where the outputs went non-finite).
 
+**grad.png / grad.svg.** The same figure for the backward signal (:data:`BACKWARD`): the median
+gradient rms by layer, the backward verdict's style and end marker (at layer 0, where the
+gradient arrives), and an × at the lowest layer whose gradient is still finite.
+
 **histogram.png.** The "colorful dimension" view of the forward signal: layers across,
 magnitude bins up, colour the fraction of the layer's outputs in the bin. The bins are
 fixed powers of two (:data:`initlab.statistics.HISTOGRAM_BINS`), drawn on a log10 axis trimmed
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,13 +50,48 @@ PREDICTED_STYLE: Any = (0, (3, 2))
 PREDICTED_WIDTH = 0.8
 
 
+@dataclass(frozen=True)
+class SignalPlot:
+    """What a trace figure draws of one signal: the traces' columns, the summary's verdict column, the words."""
+
+    median: str  # columns of the median traces (initlab.compare.median_traces)
+    low: str
+    high: str
+    predicted: str
+    regime: str  # the verdict's column of the summary
+    what: str  # the title's subject
+    ylabel: str
+    overflow: str  # the legend's words for the x where the line stops
+    backward: bool  # the signal travels from the last layer down: its line ends at layer 0
+
+
+FORWARD = SignalPlot("median", "low", "high", "theory_std", "regime", "block-output std by layer",
+                     "std of block output", "outputs non-finite after this layer", False)
+BACKWARD = SignalPlot("grad_median", "grad_low", "grad_high", "theory_grad_std", "backward_regime",
+                      "gradient rms by layer (backward pass, from the last layer down)",
+                      "rms of the gradient of block output", "gradients non-finite below this layer", True)
+
+
 def std_figure(comparison: Comparison) -> Any:
     """The std-vs-layer figure of ``comparison`` (a ``matplotlib.figure.Figure``)."""
     return trace_figure(comparison.plan.name, comparison.traces, comparison.summary, comparison.plan.axes)
 
 
-def trace_figure(name: str, traces: pd.DataFrame, summary: pd.DataFrame, axes: dict[str, list[Any]]) -> Any:
-    """Median std traces (and seed bands) of the cells in ``summary``, a panel per activation and shape."""
+def grad_figure(comparison: Comparison) -> Any | None:
+    """The gradient-rms-vs-layer figure of ``comparison``; None where no cell ran a backward pass."""
+    if not has_backward(comparison.traces):
+        return None
+    return trace_figure(comparison.plan.name, comparison.traces, comparison.summary, comparison.plan.axes, BACKWARD)
+
+
+def has_backward(traces: pd.DataFrame) -> bool:
+    """Whether ``traces`` hold a median gradient trace (a backward pass ran)."""
+    return BACKWARD.median in traces.columns and bool(traces[BACKWARD.median].notna().any())
+
+
+def trace_figure(name: str, traces: pd.DataFrame, summary: pd.DataFrame, axes: dict[str, list[Any]],
+                 signal: SignalPlot = FORWARD) -> Any:
+    """Median traces of ``signal`` (and seed bands) of the cells in ``summary``, a panel per activation and shape."""
     from matplotlib.figure import Figure
 
     shapes = [(d, w) for d in axes["depths"] for w in axes["widths"]]
@@ -59,38 +99,41 @@ def trace_figure(name: str, traces: pd.DataFrame, summary: pd.DataFrame, axes: d
     inches = max(_PANEL_INCHES[0] * cols, 6.0)
     figure = Figure(figsize=(inches, _PANEL_INCHES[1] * rows + 1.4), layout="constrained")
     grid = figure.subplots(rows, cols, squeeze=False, sharex=False, sharey=True)
-    regimes = _regimes(summary)
+    regimes = _regimes(summary, signal.regime)
     seeds = len(axes["seeds"])
     notes = [f"median over the {seeds} seeds, band: their range"] * (seeds > 1)
     notes += ["all panels share the y axis"] * (rows * cols > 1)
     shape = (f"depth {shapes[0][0]}, width {shapes[0][1]}" if len(shapes) == 1
              else "depth " + _list(axes["depths"]) + ", width " + _list(axes["widths"]))
-    title = "\n".join([f"{name}: block-output std by layer", f"{shape}, {_seeds(axes['seeds'])}", "; ".join(notes)])
+    title = "\n".join([f"{name}: {signal.what}", f"{shape}, {_seeds(axes['seeds'])}", "; ".join(notes)])
     figure.suptitle(title.strip(), fontsize=10)
     for r, (depth, width) in enumerate(shapes):
         for c, activation in enumerate(axes["activations"]):
             title = f"{activation}, depth {depth}, width {width}"
-            _panel(grid[r][c], traces, regimes, axes["schemes"], (activation, depth, width), title)
-    predicted = "theory_std" in traces.columns and bool(np.isfinite(traces["theory_std"].to_numpy(np.float64)).any())
-    handles = _legend(axes["schemes"], regimes, overflow=bool(np.isinf(traces["median"].to_numpy()).any()),
-                      predicted=predicted)
+            _panel(grid[r][c], traces, regimes, axes["schemes"], (activation, depth, width), title, signal)
+    predicted = signal.predicted in traces.columns and bool(
+        np.isfinite(traces[signal.predicted].to_numpy(np.float64)).any())
+    handles = _legend(axes["schemes"], regimes, overflow=bool(np.isinf(traces[signal.median].to_numpy()).any()),
+                      predicted=predicted, overflow_label=signal.overflow)
     # About 2.4 inches per legend column, so the legend never runs past the figure's edges.
     figure.legend(handles=handles, loc="outside lower center", fontsize=8, ncols=max(1, int(inches / 2.4)))
     return figure
 
 
-def study_figure(study: SeedStudy) -> Any:
-    """The std-vs-layer figure of ``initlab run`` (one panel, one line; a band with several seeds)."""
+def study_figure(study: SeedStudy, signal: SignalPlot = FORWARD) -> Any:
+    """The std-vs-layer figure of ``initlab run`` (one panel, one line; a band with several seeds);
+    ``signal=BACKWARD``: the gradient figure."""
     import pandas as pd
 
     from initlab.compare import CELL_KEYS
     from initlab.runner import cell_key
 
     key: dict[str, Any] = dict(zip(CELL_KEYS, cell_key(study.config), strict=True))
-    summary = pd.DataFrame([{**key, "regime": study.verdict.regime}])
+    backward = study.backward.regime if study.backward is not None else None
+    summary = pd.DataFrame([{**key, "regime": study.verdict.regime, "backward_regime": backward}])
     axes = {"schemes": [key["scheme"]], "activations": [key["activation"]], "depths": [key["depth"]],
             "widths": [key["width"]], "seeds": study.seeds}
-    return trace_figure(study.config.name, study.traces.assign(**key), summary, axes)
+    return trace_figure(study.config.name, study.traces.assign(**key), summary, axes, signal)
 
 
 def _seeds(seeds: Sequence[int]) -> str:
@@ -101,14 +144,15 @@ def _list(values: Sequence[Any]) -> str:
     return ", ".join(str(v) for v in values)
 
 
-def _regimes(summary: pd.DataFrame) -> dict[tuple[Any, ...], str | None]:
+def _regimes(summary: pd.DataFrame, column: str = "regime") -> dict[tuple[Any, ...], str | None]:
     keys = zip(summary["scheme"], summary["activation"], summary["depth"], summary["width"], strict=True)
-    return {key: (regime if isinstance(regime, str) else None) for key, regime in zip(keys, summary["regime"],
+    return {key: (regime if isinstance(regime, str) else None) for key, regime in zip(keys, summary[column],
                                                                                       strict=True)}
 
 
 def _legend(
-    schemes: list[str], regimes: dict[tuple[Any, ...], str | None], overflow: bool, predicted: bool = False
+    schemes: list[str], regimes: dict[tuple[Any, ...], str | None], overflow: bool, predicted: bool = False,
+    overflow_label: str = FORWARD.overflow,
 ) -> list[Any]:
     """Schemes by colour, then the verdicts that occur by line style and end marker, then the prediction."""
     from matplotlib.lines import Line2D
@@ -121,7 +165,7 @@ def _legend(
                                   label=f"verdict: {regime or 'no result'}"))
     if overflow:
         handles.append(Line2D([], [], color="black", linestyle="none", marker="x",
-                              label="outputs non-finite after this layer"))
+                              label=overflow_label))
     if predicted:
         handles.append(Line2D([], [], color="black", linestyle=PREDICTED_STYLE, linewidth=PREDICTED_WIDTH,
                               label="dashed thin: mean-field prediction"))
@@ -139,44 +183,55 @@ def _panel(
     schemes: list[str],
     where: tuple[str, int, int],
     title: str,
+    signal: SignalPlot = FORWARD,
 ) -> None:
     activation, depth, width = where
     drawn = False
     for i, scheme in enumerate(schemes):
         trace = traces[(traces["scheme"] == scheme) & (traces["activation"] == activation)
                        & (traces["depth"] == depth) & (traces["width"] == width)]
-        if trace.empty:
+        if trace.empty or trace[signal.median].isna().all():
             continue
-        style, marker = VERDICT_STYLES[regimes.get((scheme, activation, depth, width))]
-        layer = trace["layer"].to_numpy()
-        median = _on_log_axis(trace["median"].to_numpy())
-        ax.plot(layer, median, color=_colour(i), linestyle=style, linewidth=1.4)
-        shown = np.flatnonzero(np.isfinite(median))
-        if shown.size:  # the verdict's marker where the line ends
-            ax.plot(layer[shown[-1]], median[shown[-1]], marker=marker, color=_colour(i), markersize=6)
-        end = _last_before_overflow(trace["median"].to_numpy())
-        if end is not None:  # mark where the line stops because the outputs went non-finite
-            ax.plot(layer[end], median[end], marker="x", color="black", markersize=8)
-        if "theory_std" in trace.columns:  # the mean-field prediction: missing where the theory does not apply
-            predicted = _on_log_axis(trace["theory_std"].to_numpy())
-            if np.isfinite(predicted).any():
-                ax.plot(layer, predicted, color=_colour(i), linestyle=PREDICTED_STYLE, linewidth=PREDICTED_WIDTH)
-        if (trace["seeds"] > 1).any():
-            low, high = _on_log_axis(trace["low"].to_numpy()), _on_log_axis(trace["high"].to_numpy())
-            ax.fill_between(layer, low, high, color=_colour(i), alpha=0.18, linewidth=0)
-        drawn = drawn or bool(shown.size)
+        drawn = _line(ax, trace, VERDICT_STYLES[regimes.get((scheme, activation, depth, width))], _colour(i),
+                      signal) or drawn
     if drawn:  # a log axis with no positive data warns; leave an empty panel linear
         ax.set_yscale("log")
     pad = 0.03 * max(depth - 1, 1)  # the whole network, also where a line ends early; end markers whole
     ax.set_xlim(-pad, depth - 1 + pad)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("layer")
-    ax.set_ylabel("std of block output")
+    ax.set_ylabel(signal.ylabel)
     ax.grid(True, which="major", alpha=0.3)
 
 
+def _line(ax: Any, trace: pd.DataFrame, verdict: tuple[Any, str], colour: str, signal: SignalPlot) -> bool:
+    """One cell's median trace, its verdict's end marker, the x where it went non-finite, the prediction and
+    the seeds' band; whether anything could be drawn on a log axis. A backward trace runs from the last
+    layer down, so it ends at layer 0 and stops at the lowest finite layer above a non-finite one."""
+    style, marker = verdict
+    order = slice(None, None, -1) if signal.backward else slice(None)  # in the direction the signal travels
+    layer = trace["layer"].to_numpy()[order]
+    values = trace[signal.median].to_numpy()[order]
+    median = _on_log_axis(values)
+    ax.plot(layer, median, color=colour, linestyle=style, linewidth=1.4)
+    shown = np.flatnonzero(np.isfinite(median))
+    if shown.size:  # the verdict's marker where the line ends
+        ax.plot(layer[shown[-1]], median[shown[-1]], marker=marker, color=colour, markersize=6)
+    end = _last_before_overflow(values)
+    if end is not None:  # mark where the line stops because the values went non-finite
+        ax.plot(layer[end], median[end], marker="x", color="black", markersize=8)
+    if signal.predicted in trace.columns:  # the mean-field prediction: missing where the theory does not apply
+        predicted = _on_log_axis(trace[signal.predicted].to_numpy()[order])
+        if np.isfinite(predicted).any():
+            ax.plot(layer, predicted, color=colour, linestyle=PREDICTED_STYLE, linewidth=PREDICTED_WIDTH)
+    if (trace["seeds"] > 1).any():
+        low, high = (_on_log_axis(trace[column].to_numpy()[order]) for column in (signal.low, signal.high))
+        ax.fill_between(layer, low, high, color=colour, alpha=0.18, linewidth=0)
+    return bool(shown.size)
+
+
 def _last_before_overflow(values: Any) -> int | None:
-    """Index of the last finite value before the first +inf (non-finite outputs), if any."""
+    """Index of the last finite value before the first +inf (non-finite values), if any."""
     overflow = np.flatnonzero(np.isinf(values))
     if overflow.size == 0 or overflow[0] == 0:
         return None
@@ -263,5 +318,8 @@ def figure_files(figure: Any, formats: Sequence[str] = ("png", "svg")) -> dict[s
 
 
 def std_plot_files(comparison: Comparison) -> dict[str, bytes]:
-    """The std figure as ``{"png": bytes, "svg": bytes}``."""
-    return figure_files(std_figure(comparison))
+    """The std figure and, where a backward pass ran, the gradient figure, by file name: ``std.png``,
+    ``std.svg``, ``grad.png``, ``grad.svg``."""
+    figures = {"std": std_figure(comparison), "grad": grad_figure(comparison)}
+    return {f"{name}.{fmt}": data for name, figure in figures.items() if figure is not None
+            for fmt, data in figure_files(figure).items()}

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from initlab.compare import Comparison
+    from initlab.regimes import Signal
     from initlab.runner import SeedStudy
 
 #: One colour per regime, shared by tables and plots.
@@ -166,21 +167,49 @@ def seeds_table(study: SeedStudy, every: int = 1) -> FittedTable:
                Col("min std", [fmt(v, 3) for v in picked["low"]]), Col("max std", [fmt(v, 3) for v in picked["high"]])]
     if bad.any():
         columns.append(Col("nonfinite\nseeds", [str(int(bad[layer])) for layer in picked["layer"]]))
-    title = f"{study.config.name}: per-layer std over {len(study.runs)} seeds ({study.seeds[0]}-{study.seeds[-1]})"
+    columns += _gradient_columns(study, rows)
+    what = "std and gradient rms" if "grad_median" in traces.columns else "std"
+    title = f"{study.config.name}: per-layer {what} over {len(study.runs)} seeds ({study.seeds[0]}-{study.seeds[-1]})"
     return FittedTable(title, columns[:1], columns[1:])
+
+
+def _gradient_columns(study: SeedStudy, rows: list[int]) -> list[Col]:
+    """The backward median trace's columns of :func:`seeds_table`: median gradient rms, its prediction, its band
+    and the seeds whose gradient is non-finite there; none without a backward pass."""
+    traces = study.traces
+    if "grad_median" not in traces.columns:
+        return []
+    picked = traces.iloc[rows]
+    predicted = traces.get("theory_grad_std")
+    columns = [Col("median\ngrad rms", [_std_text(v).plain for v in picked["grad_median"]]),
+               *([Col("grad rms\ntheory", [fmt(predicted.iloc[i], 3) for i in rows])]
+                 if predicted is not None and _shown(predicted) else []),
+               Col("min\ngrad rms", [fmt(v, 3) for v in picked["grad_low"]]),
+               Col("max\ngrad rms", [fmt(v, 3) for v in picked["grad_high"]])]
+    bad = (study.layers["grad_nonfinite"] > 0) | (study.layers["pre_grad_nonfinite"] > 0)
+    per_layer = bad.groupby(study.layers["layer"]).sum()
+    if per_layer.any():
+        columns.append(Col("nonfinite\ngrad seeds", [str(int(per_layer[layer])) for layer in picked["layer"]]))
+    return columns
 
 
 def print_seeds(console: Console, study: SeedStudy, every: int, folder: Path | None) -> None:
     """The terminal report of one study over several seeds: median and band, the median's verdict."""
     console.print(seeds_table(study, every))
     console.print(verdict_line(study.summary))
-    regimes = [r.verdict.regime for r in study.runs]
-    console.print(f"  seeds: the verdict is the median trace's; {study.agree} of {len(regimes)} seeds' own "
-                  "verdicts agree ("
-                  + ", ".join(f"{regimes.count(r)} {r}" for r in dict.fromkeys(regimes)) + ")")
+    console.print(_seeds_agree("the verdict is the median trace's", study.agree,
+                               [r.verdict.regime for r in study.runs]))
+    if study.backward is not None and study.backward_agree is not None:
+        console.print(_seeds_agree("the backward verdict is the median gradient trace's", study.backward_agree,
+                                   [r.backward.regime if r.backward else "no backward pass" for r in study.runs]))
     _print_theory(console, study.runs[0].summary.get("theory"))  # the same prediction for every seed
     if folder is not None:
         console.print(f"results: {folder}")
+
+
+def _seeds_agree(what: str, agree: int, regimes: list[str]) -> str:
+    counts = ", ".join(f"{regimes.count(r)} {r}" for r in dict.fromkeys(regimes))
+    return f"  seeds: {what}; {agree} of {len(regimes)} seeds' own verdicts agree ({counts})"
 
 
 def _print_theory(console: Console, theory: dict[str, Any] | None) -> None:
@@ -284,20 +313,44 @@ def gain_json(reports: Sequence[Any]) -> str:
 
 
 def cell_text(row: dict[str, Any]) -> Text:
-    """One matrix cell: the verdict, growth per layer, first non-finite layer, seed agreement."""
+    """One matrix cell: the verdict, growth per layer, first non-finite layer, seed agreement; with a
+    backward pass, both verdicts (``fwd STABLE x0.996/layer``, ``bwd EXPLOSION x1.1/layer``)."""
     if row["status"] == "failed":
         return Text("FAILED", style="bold yellow")
     if row["regime"] is None:
         return Text("not run", style="dim")
-    style = COLOURS[row["regime"]]
-    text = Text(row["regime"].upper(), style=f"bold {style}")
-    text.append(f"\nx{fmt(row['growth_per_layer'], 3)}/layer", style=style)
-    if row["first_nonfinite_layer"] is not None:
-        text.append(f"\nnonfinite@{row['first_nonfinite_layer']}", style=style)
-    if row["seeds"] > 1:
-        text.append(f"\n{row['agree']}/{row['finished']} seeds agree", style=style)
-        if row["finished"] < row["seeds"]:
-            text.append(f" ({row['seeds'] - row['finished']} not run)", style="dim")
+    if row.get("backward_regime") is None:  # no backward pass: the forward verdict alone
+        text = _verdict_cell(row, "", "\n")
+        text.append(_agree_text(row, [("", row["agree"])]))
+        return text
+    text = _verdict_cell(row, "", " ", "fwd ")
+    text.append("\n")
+    text.append(_verdict_cell(row, "backward_", " ", "bwd "))
+    text.append(_agree_text(row, [("fwd ", row["agree"]), ("bwd ", row["backward_agree"])]))
+    return text
+
+
+def _verdict_cell(row: dict[str, Any], prefix: str, gap: str, label: str = "") -> Text:
+    """``label REGIME{gap}x1.1/layer``, then ``nonfinite@L`` on a line of its own, in the regime's colour."""
+    regime = row[prefix + "regime"]
+    style = COLOURS[regime]
+    text = Text(label, style=style)
+    text.append(regime.upper(), style=f"bold {style}")
+    text.append(f"{gap}x{fmt(row[prefix + 'growth_per_layer'], 3)}/layer", style=style)
+    if row[prefix + "first_nonfinite_layer"] is not None:
+        text.append(f"\n{'    ' if label else ''}nonfinite@{row[prefix + 'first_nonfinite_layer']}", style=style)
+    return text
+
+
+def _agree_text(row: dict[str, Any], counts: list[tuple[str, Any]]) -> Text:
+    """``3/3 seeds agree`` (with both verdicts: ``seeds agree: fwd 3/3, bwd 2/3``), or nothing for one seed."""
+    text = Text()
+    if row["seeds"] <= 1:
+        return text
+    agree = ", ".join(f"{label}{count}/{row['finished']}" for label, count in counts)
+    text.append("\n" + (f"{agree} seeds agree" if len(counts) == 1 else f"seeds agree: {agree}"))
+    if row["finished"] < row["seeds"]:
+        text.append(f" ({row['seeds'] - row['finished']} not run)", style="dim")
     return text
 
 
@@ -344,21 +397,28 @@ def compare_failures(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> Text 
 
 
 def compare_notes(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> Text | None:
-    """One line per cell worth a second look: seeds that disagree, a theory that disagrees or does not
-    apply, finite width, dead units; the line gives the seeds' spread and the verdict's notes."""
+    """One line per verdict worth a second look: seeds that disagree, a theory that disagrees or does not
+    apply, finite width, dead units; the line gives the seeds' spread and the verdict's notes. A backward
+    verdict's line is marked ``(backward)``."""
     text = Text()
     several = len(_shapes(axes)) > 1
     for r in table_records(summary):
-        if r["regime"] is None or not r["notes"]:
-            continue
-        split = r["agree"] is not None and r["agree"] < r["finished"]
-        if not (split or r["theory_agrees"] is not True or "finite width" in r["notes"] or "dead" in r["notes"]):
-            continue
         where = f"{r['scheme']} + {r['activation']}" + (f" (depth {r['depth']}, width {r['width']})" if several else "")
-        text.append(f"{where}: ", style="bold")
-        text.append(f"{r['regime'].upper()}, {r['agree']}/{r['finished']} seeds agree; {r['notes']}\n")
+        for prefix, label in (("", ""), ("backward_", " (backward)")):
+            if _worth_a_note(r, prefix):
+                text.append(f"{where}{label}: ", style="bold")
+                text.append(f"{r[prefix + 'regime'].upper()}, {r[prefix + 'agree']}/{r['finished']} seeds agree; "
+                            f"{r[prefix + 'notes']}\n")
     text.rstrip()
     return text if text.plain else None
+
+
+def _worth_a_note(r: dict[str, Any], prefix: str) -> bool:
+    notes = r.get(prefix + "notes")
+    if r.get(prefix + "regime") is None or not notes:
+        return False
+    split = r[prefix + "agree"] is not None and r[prefix + "agree"] < r["finished"]
+    return split or r[prefix + "theory_agrees"] is not True or "finite width" in notes or "dead" in notes
 
 
 def pick_layers(depth: int, chosen: Sequence[int] | None) -> list[int]:
@@ -368,21 +428,26 @@ def pick_layers(depth: int, chosen: Sequence[int] | None) -> list[int]:
     return sorted({layer % depth for layer in chosen if -depth <= layer < depth})
 
 
-def std_tables(traces: pd.DataFrame, axes: dict[str, list[Any]], chosen: Sequence[int] | None) -> list[FittedTable]:
-    """Median block-output std at a few layers, one column per cell (split to fit the terminal)."""
+def std_tables(traces: pd.DataFrame, axes: dict[str, list[Any]], chosen: Sequence[int] | None,
+               signal: Signal = "forward") -> list[FittedTable]:
+    """Median block-output std at a few layers, one column per cell (split to fit the terminal);
+    ``signal="backward"``: the median gradient rms (none without a backward pass)."""
+    column, what = ("median", "std") if signal == "forward" else ("grad_median", "gradient rms")
+    if column not in traces.columns:
+        return []
     tables = []
     for depth, net_width in _shapes(axes):
         layers = pick_layers(depth, chosen)
-        shape = traces[(traces["depth"] == depth) & (traces["width"] == net_width)]
+        shape = traces[(traces["depth"] == depth) & (traces["width"] == net_width) & traces[column].notna()]
         median = {(s, a, int(layer)): m for s, a, layer, m in
-                  zip(shape["scheme"], shape["activation"], shape["layer"], shape["median"], strict=True)}
+                  zip(shape["scheme"], shape["activation"], shape["layer"], shape[column], strict=True)}
         drawn = set(zip(shape["scheme"], shape["activation"], strict=True))
         cells = [(s, a) for a in axes["activations"] for s in axes["schemes"] if (s, a) in drawn]
         if not cells:  # every cell of this shape failed: nothing to tabulate
             continue
         columns = [Col(f"{a}\n{_break_label(s)}", [_std_text(median.get((s, a, layer))) for layer in layers])
                    for s, a in cells]
-        title = f"std by layer (median over seeds): depth {depth}, width {net_width}"
+        title = f"{what} by layer (median over seeds): depth {depth}, width {net_width}"
         tables.append(FittedTable(title, [Col("layer", [str(layer) for layer in layers])], columns))
     return tables
 
@@ -416,8 +481,9 @@ def print_compare(
     if notes is not None:
         console.print(notes)
         console.print()
-    for table in std_tables(comparison.traces, axes, layers):
-        console.print(table)
+    for signal in ("forward", "backward"):
+        for table in std_tables(comparison.traces, axes, layers, signal):
+            console.print(table)
     if folder is not None:
         console.print(f"results: {folder}", soft_wrap=True)  # a path is never wrapped: it is copied
 
@@ -428,6 +494,7 @@ def compare_json(comparison: Comparison, folder: Path | None) -> str:
         {
             "axes": comparison.plan.axes,
             "summary": table_records(comparison.summary),
+            "traces": table_records(comparison.traces),
             "failed": comparison.failed,
             "cells": [run.as_dict() for run in comparison.plan.runs],
             "layers": table_records(comparison.layers),

@@ -200,12 +200,16 @@ def save_run(
 
 
 def study_extra_files(study: SeedStudy) -> dict[str, str | bytes]:
-    """What ``initlab run`` writes beside :func:`study_files`: the plots, the histogram and, with
-    several seeds, the tidy per-seed layers.csv, the median trace and the seeds' summary."""
+    """What ``initlab run`` writes beside :func:`study_files`: the plots (``std``, and ``grad`` with a
+    backward pass), the histogram and, with several seeds, the tidy per-seed layers.csv, the median
+    traces and the seeds' summary."""
     from initlab import plots
 
     files: dict[str, str | bytes] = {f"std.{fmt}": data for fmt, data in plots.figure_files(
         plots.study_figure(study)).items()}
+    if study.backward is not None:  # the gradient figure, beside the std one
+        files |= {f"grad.{fmt}": data for fmt, data in plots.figure_files(
+            plots.study_figure(study, plots.BACKWARD)).items()}
     histogram = study.histogram
     if histogram is not None and len(histogram):
         config = study.config

@@ -22,7 +22,7 @@ from torch import nn
 from initlab import __version__, devices
 from initlab.config import BackwardConfig, Config
 from initlab.errors import InitlabError
-from initlab.gradient_theory import NO_PREDICTION, GradientPrediction, gradient_prediction
+from initlab.gradient_theory import GradientPrediction, backward_theory_summary, gradient_prediction
 from initlab.limits import MAX_STUDY_SEEDS, check_seeds
 from initlab.model import ConstructionDraws, build, draw_input, probe_targets
 from initlab.probes import ForwardProbe, GradientProbe, Record
@@ -127,11 +127,8 @@ def backward_trace_of(table: pd.DataFrame, width: int | None) -> Trace:
 
 def backward_theory(prediction: Prediction, config: Config) -> dict[str, Any]:
     """The prediction's summary as the backward verdict reads it: not applicable unless ``upstream: normal``."""
-    summary = prediction.summary()
     upstream = config.backward.upstream if config.backward is not None else "normal"
-    if prediction.applicable and upstream != "normal":
-        summary |= {"applicable": False, "reason": NO_PREDICTION[upstream]}
-    return summary
+    return backward_theory_summary(prediction.summary(), upstream)
 
 
 def with_theory(table: pd.DataFrame, prediction: Prediction, gradient: GradientPrediction | None = None
@@ -282,16 +279,22 @@ def _meta(config: Config, started: datetime, timings: dict[str, float]) -> dict[
 class SeedStudy:
     """One study over seeds S..S+N-1: every seed's result, the median trace, its verdict.
 
-    The median trace and band are :func:`initlab.compare.median_traces` (a non-finite output
+    The median traces and bands are :func:`initlab.compare.median_traces` (a non-finite value
     counts as +inf, so the median goes non-finite where at least half of the seeds do) and
-    the verdict is that of the median trace, as for a cell of ``initlab compare``.
+    the verdicts are those of the median traces, as for a cell of ``initlab compare``: the
+    forward one of the block-output std, the backward one of the gradient's rms (from the
+    last block down), where the backward pass is on.
     """
 
     runs: tuple[Result, ...]  # one per seed, in seed order
     layers: pd.DataFrame  # tidy: seed, then every seed's layers.csv columns
-    traces: pd.DataFrame  # per layer: median, low, high (min/max of the finite stds), seeds
+    # per layer: median, low, high (min/max of the finite stds), seeds, theory_std; with a backward pass also
+    # grad_median, grad_low, grad_high (of grad_rms) and theory_grad_std
+    traces: pd.DataFrame
     verdict: Verdict  # of the median trace
     agree: int  # seeds whose own verdict is the median trace's
+    backward: Verdict | None = None  # of the median gradient trace; None without a backward pass
+    backward_agree: int | None = None  # seeds whose own backward verdict is that one
 
     @property
     def config(self) -> Config:
@@ -307,8 +310,12 @@ class SeedStudy:
         """The median trace's verdict and figures, the seeds and how many agree (summary.json)."""
         if len(self.runs) == 1:
             return self.runs[0].summary
+        backward = None
+        if self.backward is not None:
+            backward = {**self.backward.as_dict(), "agree": self.backward_agree,
+                        "seed_regimes": [r.backward.regime if r.backward else None for r in self.runs]}
         return {"name": self.config.name, "seeds": self.seeds, **self.verdict.as_dict(), "agree": self.agree,
-                "seed_regimes": [r.verdict.regime for r in self.runs]}
+                "seed_regimes": [r.verdict.regime for r in self.runs], "backward": backward}
 
     @property
     def histogram(self) -> pd.DataFrame | None:
@@ -324,7 +331,7 @@ class SeedStudy:
 
 def run_seeds(config: Config, seeds: int, progress: Callable[[int, int], None] | None = None) -> SeedStudy:
     """Run ``config`` with seeds ``config.seed`` .. ``config.seed + seeds - 1``; nothing is printed or written."""
-    from initlab.compare import CELL_KEYS, median_traces, median_verdict
+    from initlab.compare import CELL_KEYS, largest_value, median_traces, median_verdict
 
     if not 1 <= seeds <= MAX_STUDY_SEEDS:  # every seed's tables stay in memory until the median
         raise InitlabError(f"--seeds {seeds}: between 1 and {MAX_STUDY_SEEDS:,} for run (compare --seeds writes "
@@ -339,9 +346,15 @@ def run_seeds(config: Config, seeds: int, progress: Callable[[int, int], None] |
     layers = layers[["seed", *runs[0].layers.columns]]
     cell = dict(zip(CELL_KEYS, cell_key(config), strict=True))
     traces = median_traces(layers.assign(**cell)).drop(columns=CELL_KEYS)
-    verdict = median_verdict(traces, [r.summary for r in runs], config.model.width, config.verdict)
+    summaries = [r.summary for r in runs]
+    verdict = median_verdict(traces, summaries, config.model.width, config.verdict)
     agree = sum(r.verdict.regime == verdict.regime for r in runs)
-    return SeedStudy(tuple(runs), layers, traces, verdict, agree)
+    if config.backward is None:
+        return SeedStudy(tuple(runs), layers, traces, verdict, agree)
+    backward = median_verdict(traces, summaries, config.model.width, config.verdict, "backward",
+                              upstream=config.backward.upstream, largest=largest_value(config.dtype))
+    backward_agree = sum(r.backward is not None and r.backward.regime == backward.regime for r in runs)
+    return SeedStudy(tuple(runs), layers, traces, verdict, agree, backward, backward_agree)
 
 
 def cell_key(config: Config) -> tuple[str, str, int, int]:

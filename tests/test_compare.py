@@ -259,7 +259,7 @@ def test_resume_after_an_interruption_runs_only_the_missing_cells(
 
     whole = compare.SweepFolder.create(tmp_path / "b", plan, [])
     compare.sweep(plan, whole)
-    for name in ("layers.csv", "summary.csv"):
+    for name in ("layers.csv", "summary.csv", "traces.csv"):  # the backward columns too
         assert (folder.path / name).read_bytes() == (whole.path / name).read_bytes()
 
 
@@ -288,18 +288,23 @@ def test_results_folder_layout_and_plots_are_valid_images(tmp_path: Path) -> Non
     assert code == 0, err
     folder = only_folder(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "cells", "layers.csv", "meta.json", "plan.json", "std.png", "std.svg", "summary.csv"]
+        "cells", "grad.png", "grad.svg", "layers.csv", "meta.json", "plan.json", "std.png", "std.svg", "summary.csv",
+        "traces.csv"]
     assert len(list((folder / "cells").iterdir())) == 2 * 2 * 2 * 2
     cell = next((folder / "cells").iterdir())
     assert sorted(p.name for p in cell.iterdir()) == ["config.yaml", "layers.csv", "summary.json"]
     layers = pd.read_csv(folder / "layers.csv")
     assert len(layers) == 2 * 2 * 2 * (6 + 12)
     assert len(pd.read_csv(folder / "summary.csv")) == 8
-    png = (folder / "std.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert matplotlib.image.imread(folder / "std.png").ndim == 3
-    root = ET.parse(folder / "std.svg").getroot()
-    assert root.tag.endswith("svg")
+    for figure in ("std", "grad"):
+        png = (folder / f"{figure}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.image.imread(folder / f"{figure}.png").ndim == 3
+        root = ET.parse(folder / f"{figure}.svg").getroot()
+        assert root.tag.endswith("svg")
+    traces = pd.read_csv(folder / "traces.csv")
+    assert len(traces) == 2 * 2 * (6 + 12)
+    assert {"median", "low", "high", "grad_median", "grad_low", "grad_high", "theory_grad_std"} <= set(traces)
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["axes"]["depths"] == [6, 12] and meta["axes"]["seeds"] == [0, 1]
     assert {"initlab", "torch", "python", "argv", "git_commit", "failed", "interrupted"} <= set(meta)
@@ -310,10 +315,10 @@ def test_cli_prints_the_matrix_and_the_std_table(tmp_path: Path) -> None:
                             "--layers", "0,5,-1", "--no-save")
     assert code == 0, err
     assert "regime matrix: depth 12, width 32, 3 seeds" in out
-    assert "VANISHING" in out and "STABLE" in out and "3/3 seeds agree" in out and "/layer" in out
-    assert "std by layer" in out
+    assert "fwd VANISHING" in out and "fwd STABLE" in out and "seeds agree: fwd 3/3" in out and "/layer" in out
+    assert "std by layer" in out and "gradient rms by layer" in out  # the forward table, then the backward one
     rows = [line.split()[0] for line in out.splitlines() if line.strip()[:2].strip().isdigit()]
-    assert rows == ["0", "5", "11"]
+    assert rows == ["0", "5", "11"] * 2
     assert "results:" not in out
 
 

@@ -54,7 +54,7 @@ def test_cli_seeds_table_json_and_folder(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     study = run_seeds(load_config(CONFIGS / "relu-kaiming.yaml", ["model.depth=15", "model.width=32"]), 3)
     out = result.stdout
-    assert "per-layer std over 3 seeds (1-3)" in out and "median std" in out
+    assert "per-layer std and gradient rms over 3 seeds (1-3)" in out and "median std" in out
     words = set(out.split())
     assert {f"{v:.3g}" for v in study.traces["median"]} <= words and {f"{v:.3g}" for v in study.traces["high"]} <= words
     assert f"{study.agree} of 3 seeds' own verdicts agree" in out
