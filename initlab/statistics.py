@@ -149,8 +149,9 @@ def _weight_moments_partial(x: torch.Tensor) -> torch.Tensor:
     # temporaries would otherwise fragment the heap that holds the weights.
     if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
         rows = flat.numpy()
-        sums = np.array([[np.add.reduce(row, dtype=np.float64),
-                          np.einsum("i,i->", row, row, dtype=np.float64, casting="safe")] for row in rows])
+        with np.errstate(invalid="ignore", over="ignore"):  # gradients of an overflowed pass: counted below
+            sums = np.array([[np.add.reduce(row, dtype=np.float64),
+                              np.einsum("i,i->", row, row, dtype=np.float64, casting="safe")] for row in rows])
         total, squares = (torch.from_numpy(sums[:, j : j + 1]) for j in range(2))
         nonfinite = torch.from_numpy(
             np.array([[0.0 if np.isfinite(s) else float(np.count_nonzero(~np.isfinite(r)))]
