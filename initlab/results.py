@@ -196,6 +196,8 @@ def save_run(
     meta = {**result.meta, "argv": list(argv), "overrides": list(overrides), "git_commit": git_commit()}
     started = datetime.fromisoformat(meta["started"])
     files: dict[str, str | bytes] = {**study_files(result.config, result.layers, result.summary, meta), **(extra or {})}
+    if result.jacobian is not None:
+        files["jacobian.csv"] = csv_text(result.jacobian.table())
     return write_folder(root, result.config.name, run_id(started, result.config.seed, overrides), files)
 
 

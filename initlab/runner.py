@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from initlab import __version__, devices
+from initlab import __version__, devices, jacobian, jacobian_theory
 from initlab.config import Config
 from initlab.errors import InitlabError
 from initlab.limits import MAX_STUDY_SEEDS, check_seeds
@@ -44,12 +44,17 @@ class Result:
     meta: dict[str, Any] = field(default_factory=dict)
     theory: Prediction | None = None  # the mean-field prediction (initlab.theory)
     histogram: pd.DataFrame | None = None  # tidy: layer, site, bin_low, bin_high, count (see histogram_table)
+    jacobian: jacobian.Spectrum | None = None  # the input-output Jacobian's singular values (config.jacobian)
+    jacobian_theory: dict[str, Any] | None = None  # its predicted figures (initlab.jacobian_theory)
 
     @property
     def summary(self) -> dict[str, Any]:
         """The verdict and its figures, as written to summary.json; the prediction under ``theory``."""
         theory = self.theory.summary() if self.theory is not None else None
-        return {"name": self.config.name, **self.verdict.as_dict(), "theory": theory}
+        out = {"name": self.config.name, **self.verdict.as_dict(), "theory": theory}
+        if self.jacobian is not None:
+            out["jacobian"] = {**self.jacobian.summary(), **(self.jacobian_theory or {})}
+        return out
 
 
 def layer_table(records: pd.DataFrame, depth: int) -> pd.DataFrame:
@@ -75,8 +80,9 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     started = datetime.now(timezone.utc)
     placement = devices.usable(config)
     devices.check_memory(config, placement)
+    jacobian.check(config, placement)
     with devices.matmul_precision(config.precision):
-        records, timings = _forward(config, placement, draws)
+        records, timings, spectrum = _forward(config, placement, draws)
     histogram = histogram_table([r for r in records if r["stat"] == "histogram"])
     records = [r for r in records if r["stat"] != "histogram"]
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
@@ -86,7 +92,9 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     verdict = judge(trace_of(table, input_std, config.model.width), config.verdict, prediction, largest)
     meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
     table = with_theory(table, prediction)
-    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction, histogram)
+    predicted = jacobian_theory.predict(config, prediction).summary() if spectrum is not None else None
+    return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction, histogram,
+                  spectrum, predicted)
 
 
 def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None) -> Trace:
@@ -138,8 +146,9 @@ def histogram_table(records: list[Record]) -> pd.DataFrame:
 
 def _forward(
     config: Config, placement: devices.Placement, draws: ConstructionDraws | None
-) -> tuple[list[Record], dict[str, float]]:
-    """Build, move, run one probed forward pass; every statistic comes back in one transfer."""
+) -> tuple[list[Record], dict[str, float], jacobian.Spectrum | None]:
+    """Build, move, run one probed forward pass; every statistic comes back in one transfer.
+    With ``config.jacobian``, also the Jacobian of the batch's first inputs."""
     dtype = devices.DTYPES[config.dtype]
     # Half types are drawn in float32 and rounded, so they start from the float32 run's weights.
     draw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
@@ -169,7 +178,10 @@ def _forward(
         network(x)
         records: list[Record] = probe.records()  # the one device-to-host transfer
     timings["forward_s"] = time.perf_counter() - tick
-    return records, timings
+    tick = time.perf_counter()
+    spectrum = jacobian.measure(model, x[: config.jacobian.samples]) if config.jacobian is not None else None
+    timings |= {"jacobian_s": time.perf_counter() - tick} if spectrum is not None else {}
+    return records, timings, spectrum
 
 
 def _nulls(table: pd.DataFrame) -> pd.DataFrame:
