@@ -176,6 +176,8 @@ def print_seeds(console: Console, study: SeedStudy, every: int, folder: Path | N
                   "verdicts agree ("
                   + ", ".join(f"{regimes.count(r)} {r}" for r in dict.fromkeys(regimes)) + ")")
     _print_theory(console, study.runs[0].summary.get("theory"))  # the same prediction for every seed
+    if study.summary.get("jacobian") is not None:
+        console.print(jacobian_line(study.summary["jacobian"]))
     if folder is not None:
         console.print(f"results: {folder}")
 

@@ -238,8 +238,17 @@ class SeedStudy:
         """The median trace's verdict and figures, the seeds and how many agree (summary.json)."""
         if len(self.runs) == 1:
             return self.runs[0].summary
-        return {"name": self.config.name, "seeds": self.seeds, **self.verdict.as_dict(), "agree": self.agree,
-                "seed_regimes": [r.verdict.regime for r in self.runs]}
+        out = {"name": self.config.name, "seeds": self.seeds, **self.verdict.as_dict(), "agree": self.agree,
+               "seed_regimes": [r.verdict.regime for r in self.runs]}
+        if self.jacobian is not None:  # the prediction is an average over networks: over every seed's inputs
+            out["jacobian"] = {**self.jacobian.summary(), **(self.runs[0].jacobian_theory or {})}
+        return out
+
+    @property
+    def jacobian(self) -> jacobian.Spectrum | None:
+        """Every seed's Jacobian spectra together (K rows per seed, in seed order)."""
+        spectra = [r.jacobian for r in self.runs if r.jacobian is not None]
+        return jacobian.Spectrum(np.concatenate([s.singular_values for s in spectra])) if spectra else None
 
     @property
     def histogram(self) -> pd.DataFrame | None:

@@ -103,6 +103,13 @@ def test_critical_piecewise_linear_variance_is_the_papers(activation: str, init:
         assert predicted.var_sigma2 == pytest.approx(per_layer * depth, rel=1e-10, abs=1e-10)
 
 
+def test_the_note_says_when_width_is_small_for_the_depth() -> None:
+    init = {"scheme": "kaiming_normal", "nonlinearity": "relu"}
+    assert _theory(_config(6, 64, "relu", init)).note is None  # L/n < 0.1
+    note = _theory(_config(7, 64, "relu", init)).note
+    assert note is not None and "depth/width = 0.109" in note
+
+
 def test_variance_is_undefined_for_weights_that_are_neither_iid_nor_orthogonal() -> None:
     predicted = _theory(_config(5, 64, "tanh", {"scheme": "sparse", "sparsity": 0.5, "std": 0.2}))
     assert predicted.mean_sigma2 is not None and predicted.var_sigma2 is None
@@ -232,3 +239,17 @@ def test_jacobian_leaves_the_forward_numbers_alone() -> None:
     without = runner.run(_config(6, 32, "tanh", {"scheme": "xavier_normal"}, seed=4))
     pd.testing.assert_frame_equal(with_jacobian.layers, without.layers)
     assert "jacobian" not in without.summary and with_jacobian.summary["jacobian"]["samples"] == 3
+
+
+def test_seeds_pool_every_seeds_inputs(tmp_path: Path) -> None:
+    code, out, err = _invoke("run", str(CONFIGS / "relu-kaiming.yaml"), "model.depth=8", "model.width=32",
+                             "jacobian.samples=3", "--seeds", "2", "--out", str(tmp_path), columns=120)
+    assert code == 0, err
+    (folder,) = (tmp_path / "relu-kaiming").iterdir()
+    table = pd.read_csv(folder / "jacobian.csv")
+    assert list(table.columns) == ["seed", "sample", "index", "singular_value"] and len(table) == 2 * 3 * 32
+    assert sorted(table["seed"].unique()) == [1, 2]
+    figures = json.loads((folder / "summary.json").read_text())["jacobian"]
+    sigma2 = table["singular_value"].to_numpy().reshape(6, 32) ** 2
+    assert figures["samples"] == 6 and figures["mean_sigma2"] == pytest.approx(sigma2.mean(), rel=1e-12)
+    assert "jacobian: mean σ²" in out
