@@ -84,6 +84,30 @@ def test_orthogonal_linear_network_is_an_isometry() -> None:
     assert figures["theory_var_sigma2"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_figures_are_means_over_inputs_and_none_where_undefined() -> None:
+    spectrum = jacobian.Spectrum(np.array([[2.0, 1.0], [4.0, 2.0]]))
+    assert spectrum.summary() == {"samples": 2, "nonfinite_samples": 0, "mean_sigma2": (2.5 + 10.0) / 2,
+                                  "var_sigma2": (2.25 + 36.0) / 2, "max_sigma": 3.0, "min_sigma": 1.5,
+                                  "condition": 2.0}
+    partial = jacobian.Spectrum(np.array([[2.0, 1.0], [math.nan, math.nan]])).summary()
+    assert partial["nonfinite_samples"] == 1
+    assert all(partial[k] is None for k in ("mean_sigma2", "var_sigma2", "max_sigma", "min_sigma", "condition"))
+    singular = jacobian.Spectrum(np.array([[2.0, 0.0]])).summary()
+    assert singular["min_sigma"] == 0.0 and singular["condition"] is None
+
+
+def test_rounding_below_float64_resolution_is_zero() -> None:
+    """ReLU zeroes rows of J (inactive output units): svdvals gives ~1e-17 there, written as 0."""
+    model, x = _network(_config(3, 16, "relu", {"scheme": "kaiming_normal", "nonlinearity": "relu"}, seed=5))
+    jac, _ = jacobian.jacobians(model, x[:2])
+    dead = int((jac[0].abs().sum(dim=1) == 0).sum())
+    assert dead > 0
+    values = jacobian.measure(model, x[:2]).singular_values[0]
+    assert (values == 0.0).sum() >= dead and values[values > 0].min() > 16 * 2.3e-16 * values[0]
+    np.testing.assert_array_equal(jacobian.resolved(torch.tensor([[4.0, 1.0, 1e-15, 0.0]], dtype=torch.float64)),
+                                  [[4.0, 1.0, 0.0, 0.0]])
+
+
 # ---------------------------------------------------------------- prediction: the papers' closed forms
 
 
