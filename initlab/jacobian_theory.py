@@ -7,21 +7,23 @@ are asymptotically free and the spectrum of :math:`JJ^T` is their free multiplic
 convolution. Papers:
 
 * Pennington, Schoenholz & Ganguli 2017, "Resurrecting the sigmoid in deep learning through
-  dynamical isometry: theory and practice" (NeurIPS), §2.3-2.5: the moments
-  :math:`m_1 = (\sigma_w^2 \mu_1)^L` and, at criticality (:math:`\chi = 1`), eq. (17)-(18):
+  dynamical isometry: theory and practice" (NeurIPS): the moments
+  :math:`m_1 = (\sigma_w^2 \mu_1)^L` and, at criticality (:math:`\chi = 1`),
   :math:`\sigma_{JJ^T}^2 = m_2 - m_1^2 = L(\mu_2/\mu_1^2 - 1 - s_1)`, with
   :math:`\mu_k = \int Dz\,\varphi'(\sqrt{q^*}z)^{2k}` and :math:`s_1` the first coefficient of the
-  S-transform of :math:`WW^T`: :math:`-1` for Gaussian weights, 0 for orthogonal. Their Table 1:
+  S-transform of :math:`WW^T`: :math:`-1` for Gaussian weights, 0 for orthogonal. For
   a piecewise-linear :math:`\varphi` with a fraction :math:`p` of units active
   (:math:`\mu_1 = \mu_2 = p`) gives :math:`L/p` (Gaussian) and :math:`L(1-p)/p` (orthogonal);
   a linear orthogonal network 0, a linear Gaussian one :math:`L`.
 * Pennington, Schoenholz & Ganguli 2018, "The emergence of spectral universality in deep
-  networks" (AISTATS), §3: the S-transform :math:`S_{JJ^T} = \prod_l S_{W_l^TW_l} S_{D_l^2}`,
+  networks" (AISTATS): the S-transform :math:`S_{JJ^T} = \prod_l S_{W_l^TW_l} S_{D_l^2}`,
   which holds layer by layer, not only at a fixed point.
 
 Expanding each S-transform to first order, :math:`S(z) = m_1^{-1}(1 - v z + O(z^2))` with
 :math:`v = m_2/m_1^2 - 1` the normalised variance, so normalised variances add over free
-factors. That gives, for any :math:`\chi_l` and :math:`q_l` along the length map,
+factors. That gives, for any :math:`\chi_l` and :math:`q_l` along the length map (equation
+numbers are not cited: they were not checked against the papers' text; the special cases
+above are checked by Monte Carlo in tests/test_jacobian.py),
 
 .. math::
     E[\sigma^2] = \prod_l \chi_l, \qquad
@@ -30,7 +32,7 @@ factors. That gives, for any :math:`\chi_l` and :math:`q_l` along the length map
 :math:`\chi_l = \sigma_{w,l}^2\mu_{1,l}`, :math:`\mu_{k,l} = E[\varphi'(\sqrt{q_l}z)^{2k}]`,
 :math:`v_W = -s_1 = 1` for i.i.d. weights of any zero-mean distribution (Marchenko-Pastur:
 :math:`W^TW` has :math:`m_2/m_1^2 = 2`) and 0 for orthogonal ones. At :math:`\chi = 1` this is
-eq. (17) above. At finite width the variance has corrections of relative order :math:`L/n`
+the criticality result above. At finite width the variance has corrections of relative order :math:`L/n`
 (a single Gaussian :math:`W^TW` already has :math:`m_2/m_1^2 = 2 + 1/n`).
 """
 

@@ -1,7 +1,7 @@
 """The input-output Jacobian's spectrum (initlab.jacobian) and its prediction (initlab.jacobian_theory).
 
 Expected values come by a second route: torch.autograd.functional.jacobian for J itself, the
-papers' closed forms (Pennington, Schoenholz & Ganguli 2017, Table 1) for the prediction, and
+papers' closed forms (Pennington, Schoenholz & Ganguli 2017, at criticality) for the prediction, and
 Monte Carlo over seeds for the prediction against finite networks.
 """
 
@@ -120,7 +120,7 @@ def test_rounding_below_float64_resolution_is_zero() -> None:
 ])
 def test_critical_piecewise_linear_variance_is_the_papers(activation: str, init: dict[str, Any],
                                                           per_layer: float) -> None:
-    """Pennington, Schoenholz & Ganguli 2017, Table 1: var = L/p (Gaussian), L(1-p)/p (orthogonal), mean 1."""
+    """Pennington, Schoenholz & Ganguli 2017 at criticality: var = L/p (Gaussian), L(1-p)/p (orthogonal), mean 1."""
     for depth in (3, 40):
         predicted = _theory(_config(depth, 64, activation, init))
         assert predicted.mean_sigma2 == pytest.approx(1.0, rel=1e-10)
