@@ -126,8 +126,25 @@ def print_run(console: Console, layers: pd.DataFrame, summary: dict[str, Any], e
     console.print(layer_table(layers, summary, every))
     console.print(verdict_line(summary))
     _print_theory(console, summary.get("theory"))
+    if summary.get("jacobian") is not None:
+        console.print(jacobian_line(summary["jacobian"]))
     if folder is not None:
         console.print(f"results: {folder}", soft_wrap=True)  # a path is never wrapped: it is copied
+
+
+def jacobian_line(figures: dict[str, Any]) -> Text:
+    """The Jacobian's spectrum (summary.json's ``jacobian``), each figure the mean over the inputs, with the
+    prediction beside it; Rich wraps it between words, never inside a number."""
+    k, bad = figures["samples"], figures["nonfinite_samples"]
+    inputs = f"{k} input{'s' * (k != 1)}" + (f", {bad} with non-finite values" if bad else "")
+    text = Text("jacobian: ", style="bold")
+    text.append(f"mean σ² {fmt(figures['mean_sigma2'])} (theory {fmt(figures.get('theory_mean_sigma2'))}), "
+                f"var σ² {fmt(figures['var_sigma2'])} (theory {fmt(figures.get('theory_var_sigma2'))}), "
+                f"max σ {fmt(figures['max_sigma'])}, min σ {fmt(figures['min_sigma'])}, "
+                f"condition {fmt(figures['condition'])}; mean over {inputs}")
+    if figures.get("theory_note"):
+        text.append(f"\n  theory: {figures['theory_note']}", style="dim")
+    return text
 
 
 def run_json(layers: pd.DataFrame, summary: dict[str, Any], config: dict[str, Any], folder: Path | None) -> str:
@@ -203,6 +220,8 @@ def print_seeds(console: Console, study: SeedStudy, every: int, folder: Path | N
         console.print(_seeds_agree("the backward verdict is the median gradient trace's", study.backward_agree,
                                    [r.backward.regime if r.backward else "no backward pass" for r in study.runs]))
     _print_theory(console, study.runs[0].summary.get("theory"))  # the same prediction for every seed
+    if study.summary.get("jacobian") is not None:
+        console.print(jacobian_line(study.summary["jacobian"]))
     if folder is not None:
         console.print(f"results: {folder}")
 

@@ -195,7 +195,10 @@ def save_run(
     """
     meta = {**result.meta, "argv": list(argv), "overrides": list(overrides), "git_commit": git_commit()}
     started = datetime.fromisoformat(meta["started"])
-    files: dict[str, str | bytes] = {**study_files(result.config, result.layers, result.summary, meta), **(extra or {})}
+    files: dict[str, str | bytes] = {**study_files(result.config, result.layers, result.summary, meta)}
+    if result.jacobian is not None:
+        files["jacobian.csv"] = csv_text(result.jacobian.table())
+    files |= extra or {}
     return write_folder(root, result.config.name, run_id(started, result.config.seed, overrides), files)
 
 
@@ -221,6 +224,11 @@ def study_extra_files(study: SeedStudy) -> dict[str, str | bytes]:
     if len(study.runs) > 1:
         files |= {"layers.csv": csv_text(study.layers), "traces.csv": csv_text(study.traces),
                   "summary.json": to_json(study.summary)}
+        tables = [r.jacobian.table().assign(seed=r.config.seed) for r in study.runs if r.jacobian is not None]
+        if tables:  # every seed's singular values, tidy, as layers.csv is
+            import pandas as pd
+
+            files["jacobian.csv"] = csv_text(pd.concat(tables, ignore_index=True)[["seed", *tables[0].columns[:-1]]])
     return files
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from initlab import __version__, devices
+from initlab import __version__, devices, jacobian, jacobian_theory
 from initlab.config import BackwardConfig, Config
 from initlab.errors import InitlabError
 from initlab.gradient_theory import GradientPrediction, backward_theory_summary, gradient_prediction
@@ -48,6 +48,8 @@ class Result:
     theory: Prediction | None = None  # the mean-field prediction (initlab.theory)
     histogram: pd.DataFrame | None = None  # tidy: layer, site, bin_low, bin_high, count (see histogram_table)
     backward: Verdict | None = None  # the backward signal's verdict; None when the backward pass is off
+    jacobian: jacobian.Spectrum | None = None  # the input-output Jacobian's singular values (config.jacobian)
+    jacobian_theory: dict[str, Any] | None = None  # its predicted figures (initlab.jacobian_theory)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -55,7 +57,10 @@ class Result:
         ``theory``, the backward verdict under ``backward``."""
         theory = self.theory.summary() if self.theory is not None else None
         backward = self.backward.as_dict() if self.backward is not None else None
-        return {"name": self.config.name, **self.verdict.as_dict(), "theory": theory, "backward": backward}
+        out = {"name": self.config.name, **self.verdict.as_dict(), "theory": theory, "backward": backward}
+        if self.jacobian is not None:
+            out["jacobian"] = {**self.jacobian.summary(), **(self.jacobian_theory or {})}
+        return out
 
 
 def layer_table(records: pd.DataFrame, depth: int) -> pd.DataFrame:
@@ -85,8 +90,9 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     started = datetime.now(timezone.utc)
     placement = devices.usable(config)
     devices.check_memory(config, placement)
+    jacobian.check(config, placement)
     with devices.matmul_precision(config.precision):
-        records, timings = _passes(config, placement, draws)
+        records, timings, spectrum = _passes(config, placement, draws)
     histogram = histogram_table([r for r in records if r["stat"] == "histogram"])
     records = [r for r in records if r["stat"] != "histogram"]
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
@@ -101,8 +107,9 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
                                   gradient.rms if gradient else None, backward_theory(prediction, config), largest)
     meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
     table = with_theory(table, prediction, gradient)
+    predicted = jacobian_theory.predict(config, prediction).summary() if spectrum is not None else None
     return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction, histogram,
-                  backward)
+                  backward, spectrum, predicted)
 
 
 def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None) -> Trace:
@@ -171,9 +178,10 @@ def histogram_table(records: list[Record]) -> pd.DataFrame:
 
 def _passes(
     config: Config, placement: devices.Placement, draws: ConstructionDraws | None
-) -> tuple[list[Record], dict[str, float]]:
+) -> tuple[list[Record], dict[str, float], jacobian.Spectrum | None]:
     """Build, move, run one probed forward pass and, unless it is off, one backward pass;
-    every statistic of both comes back in one transfer."""
+    every statistic of both comes back in one transfer. With ``config.jacobian``, also the
+    Jacobian of the batch's first inputs."""
     dtype = devices.DTYPES[config.dtype]
     # Half types are drawn in float32 and rounded, so they start from the float32 run's weights.
     draw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
@@ -214,7 +222,10 @@ def _passes(
         tick = time.perf_counter()
         records: list[Record] = probe.records()  # the one device-to-host transfer
         timings["statistics_s"] = time.perf_counter() - tick
-    return records, timings
+    tick = time.perf_counter()
+    spectrum = jacobian.measure(model, x[: config.jacobian.samples]) if config.jacobian is not None else None
+    timings |= {"jacobian_s": time.perf_counter() - tick} if spectrum is not None else {}
+    return records, timings, spectrum
 
 
 def site_statistics(config: Config) -> dict[str, list[Statistic]]:
@@ -314,8 +325,17 @@ class SeedStudy:
         if self.backward is not None:
             backward = {**self.backward.as_dict(), "agree": self.backward_agree,
                         "seed_regimes": [r.backward.regime if r.backward else None for r in self.runs]}
-        return {"name": self.config.name, "seeds": self.seeds, **self.verdict.as_dict(), "agree": self.agree,
-                "seed_regimes": [r.verdict.regime for r in self.runs], "backward": backward}
+        out = {"name": self.config.name, "seeds": self.seeds, **self.verdict.as_dict(), "agree": self.agree,
+               "seed_regimes": [r.verdict.regime for r in self.runs], "backward": backward}
+        if self.jacobian is not None:  # the prediction is an average over networks: over every seed's inputs
+            out["jacobian"] = {**self.jacobian.summary(), **(self.runs[0].jacobian_theory or {})}
+        return out
+
+    @property
+    def jacobian(self) -> jacobian.Spectrum | None:
+        """Every seed's Jacobian spectra together (K rows per seed, in seed order)."""
+        spectra = [r.jacobian for r in self.runs if r.jacobian is not None]
+        return jacobian.Spectrum(np.concatenate([s.singular_values for s in spectra])) if spectra else None
 
     @property
     def histogram(self) -> pd.DataFrame | None:
