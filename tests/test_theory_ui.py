@@ -81,7 +81,7 @@ def predicted() -> list[str]:
 def test_run_shows_the_prediction_beside_the_measurement_whole(width: int, predicted: list[str]) -> None:
     code, out, err = invoke("run", *TANH_XAVIER, columns=width)
     assert code == 0, err
-    table = out.split("verdict:")[0]
+    table = out.split("forward:")[0]
     assert_whole(table, predicted, width)
     headers = " ".join(line for line in table.splitlines() if "layer" in line or "theory" in line)
     assert "pre std pre std std std" in " ".join(headers.split())  # measured, then its prediction
@@ -91,7 +91,7 @@ def test_run_prints_the_theory_line_after_the_verdict() -> None:
     q, chi1, xi_c = tanh_xavier_theory()
     code, out, _ = invoke("run", *TANH_XAVIER, columns=200)
     assert code == 0
-    after = out.split("verdict:")[1]
+    after = out.split("forward:")[1]
     line = next(line for line in after.splitlines() if line.startswith("theory:"))
     assert f"q* = {q:.6g}, χ₁ = {chi1:.6g}, phase chaotic, ξ_c = {xi_c:.6g} layers" in line
 
@@ -108,15 +108,15 @@ def test_run_theory_line_through_a_pipe_is_whole(predicted: list[str]) -> None:
 def test_run_where_the_theory_does_not_apply_says_why_and_shows_no_prediction() -> None:
     code, out, _ = invoke("run", *TANH_XAVIER, "init.scheme=constant", "init.val=0.01", columns=120)
     assert code == 0
-    assert "theory\n" not in out.split("verdict:")[0] + "\n"
-    assert re.search(r"^theory: does not apply: .*constant", out.split("verdict:")[1], re.MULTILINE)
+    assert "theory\n" not in out.split("forward:")[0] + "\n"
+    assert re.search(r"^theory: does not apply: .*constant", out.split("forward:")[1], re.MULTILINE)
 
 
 def test_run_seeds_shows_the_predicted_std_and_the_theory_line() -> None:
     code, out, _ = invoke("run", *TANH_XAVIER, "--seeds", "2", "model.depth=12", columns=120)
     assert code == 0
     expected = run(load_config(CONFIGS / "tanh-xavier.yaml", ["model.depth=12"])).layers["theory_std"]
-    table, after = out.split("verdict:")
+    table, after = out.split("forward:")
     rows = {line.split()[0]: line.split() for line in table.splitlines() if re.match(r"^\s*\d+\s", line)}
     assert rows["11"][2] == f"{expected.iloc[11]:.3g}"  # layer, median std, then the prediction
     assert re.search(r"^theory: q\* = [\d.]+, χ₁ = ", after, re.MULTILINE)

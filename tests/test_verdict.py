@@ -225,11 +225,12 @@ def test_a_non_finite_run_names_the_layer_its_figures_come_from() -> None:
 def test_the_verdict_is_printed_once() -> None:
     out = CliRunner().invoke(app, ["run", str(CONFIGS / "linear-normal.yaml"), "--no-save"],
                              env={"COLUMNS": "200"}).stdout
-    lines = out[out.index("verdict:"):].splitlines()
-    assert out.count("verdict:") == 1 and lines[1].startswith("  why: ") and lines[2].startswith("theory: ")
-    assert len(lines) == 3
+    lines = out[out.index("forward:"):].splitlines()
+    assert out.count("forward:") == 1 and out.count("backward:") == 1
+    assert [line.split(":")[0] for line in lines] == ["forward", "  why", "backward", "  why", "theory"]
     assert "at layer 30, the last finite one" in lines[0] and out.count("x15.99/layer") == 1
     assert "non-finite pre-activations from layer 31" in lines[1]
+    assert "non-finite gradients from layer 67" in lines[3]
 
 
 def test_summary_json_has_the_verdict_and_the_theory() -> None:
