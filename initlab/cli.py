@@ -185,7 +185,7 @@ def run(
 
         if save:  # before the study runs, not after: a long run's results are not lost
             check_creatable(out / resolved.name)
-        from initlab.runner import run_seeds
+        from initlab.seeds import run_seeds
 
         study = run_seeds(resolved, seeds)
         folder = save_study(study, out, sys.argv, overrides or []) if save else None

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from initlab.compare import Comparison
-    from initlab.runner import SeedStudy
+    from initlab.seeds import SeedStudy
 
 #: Colours of the schemes, in their order on the axis (matplotlib's tab10).
 SCHEME_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -126,7 +126,7 @@ def study_figure(study: SeedStudy, signal: SignalPlot = FORWARD) -> Any:
     import pandas as pd
 
     from initlab.compare import CELL_KEYS
-    from initlab.runner import cell_key
+    from initlab.seeds import cell_key
 
     key: dict[str, Any] = dict(zip(CELL_KEYS, cell_key(study.config), strict=True))
     backward = study.backward.regime if study.backward is not None else None

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from initlab.compare import Comparison
     from initlab.regimes import Signal
-    from initlab.runner import SeedStudy
+    from initlab.seeds import SeedStudy
 
 #: One colour per regime, shared by tables and plots.
 COLOURS = {"explosion": "red", "vanishing": "blue", "saturated": "magenta", "stable": "green"}

@@ -27,7 +27,8 @@ from initlab.errors import InitlabError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from initlab.runner import Result, SeedStudy
+    from initlab.runner import Result
+    from initlab.seeds import SeedStudy
 
 
 def clean(value: Any) -> Any:

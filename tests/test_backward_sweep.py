@@ -22,7 +22,7 @@ from initlab.cli import app
 from initlab.config import load_config
 from initlab.gradient_theory import backward_theory_summary
 from initlab.regimes import Trace, judge_backward
-from initlab.runner import run_seeds
+from initlab.seeds import run_seeds
 from tests.conftest import CONFIGS
 
 #: Depth 50, width 64, seeds 0-2: every seed of every cell gives these verdicts (measured: seeds 0-7 all agree).

@@ -14,7 +14,7 @@ import initlab
 from initlab.cli import app
 from initlab.config import load_config
 from initlab.regimes import Trace, classify
-from initlab.runner import run_seeds
+from initlab.seeds import run_seeds
 from tests.conftest import CONFIGS
 
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from initlab import compare, plots, theory
 from initlab.cli import app
 from initlab.config import load_config
-from initlab.runner import run, run_seeds
+from initlab.runner import run
+from initlab.seeds import run_seeds
 from tests.conftest import CONFIGS, ROOT
 from tests.test_report import WIDTHS, assert_whole
 
