@@ -55,10 +55,9 @@ from initlab.config import (
 )
 from initlab.errors import InitlabError
 from initlab.folder_lock import FolderLock
-from initlab.gradient_theory import Upstream, backward_theory_summary
+from initlab.gradient_theory import backward_theory_summary
 from initlab.limits import MAX_RUNS, check_seeds
 from initlab.regimes import (
-    FLOAT32_MAX,
     Signal,
     Trace,
     Verdict,
@@ -576,7 +575,7 @@ class SignalColumns:
 FORWARD = SignalColumns("forward", "std", ("nonfinite", "pre_nonfinite"), ("saturated", "dead"), "theory_std", "")
 #: The backward signal: the gradient's rms; ``grad_median``, ``grad_low``, ``grad_high`` in traces.csv and
 #: ``backward_*`` in summary.csv.
-BACKWARD = SignalColumns("backward", "grad_rms", ("grad_nonfinite", "pre_grad_nonfinite"), (), "theory_grad_std",
+BACKWARD = SignalColumns("backward", "grad_rms", ("grad_nonfinite", "pre_grad_nonfinite"), (), "theory_grad_rms",
                          "grad_")
 SIGNALS = {"forward": FORWARD, "backward": BACKWARD}
 
@@ -584,7 +583,7 @@ SIGNALS = {"forward": FORWARD, "backward": BACKWARD}
 def median_traces(layers: pd.DataFrame) -> pd.DataFrame:
     """Per cell and layer: the forward median trace (``median``, ``low``, ``high``, ``seeds``, the fractions'
     medians, ``theory_std``) and, where the cells ran a backward pass, the backward one beside it
-    (``grad_median``, ``grad_low``, ``grad_high``, ``theory_grad_std``): see :func:`signal_traces`."""
+    (``grad_median``, ``grad_low``, ``grad_high``, ``theory_grad_rms``): see :func:`signal_traces`."""
     forward = signal_traces(layers, FORWARD)
     backward = signal_traces(layers, BACKWARD)
     if backward.empty:
@@ -690,8 +689,7 @@ def _backward_row(summaries: list[dict[str, Any]], trace: pd.DataFrame | None, c
     if trace is None or config is None or not seeds or len(seeds) < len(summaries) or "grad_median" not in trace:
         return row
     verdict = median_verdict(trace, summaries, config.model.width, config.verdict, "backward",
-                             upstream=config.backward.upstream if config.backward is not None else "normal",
-                             largest=largest_value(config.dtype))
+                             backward_of=config)
     return row | _verdict_figures(verdict, seeds, "backward_")
 
 
@@ -718,20 +716,23 @@ def largest_value(dtype: str) -> float:
 
 def median_verdict(
     trace: pd.DataFrame, summaries: Sequence[dict[str, Any]], width: int, thresholds: VerdictConfig,
-    signal: Signal = "forward", *, upstream: Upstream = "normal", largest: float = FLOAT32_MAX,
+    signal: Signal = "forward", *, backward_of: Config | None = None,
 ) -> Verdict:
     """The verdict of a cell's median trace (:func:`median_traces`) beside the theory the seeds share.
 
     Backward: :func:`initlab.regimes.judge_backward` of the median gradient trace, the tail's shape from the
-    prediction ``theory_grad_std`` (for ``upstream: normal``); ``largest`` is the dtype's largest value.
+    prediction ``theory_grad_rms`` where there is one; ``backward_of`` is the cell's config (its upstream
+    gradient, activation and dtype).
     """
     theory = summaries[0].get("theory")  # the same prediction for every seed of a cell
     measured = cell_trace(trace, summaries, width, signal)
     if signal == "backward":
         predicted = trace[BACKWARD.predicted].tolist() if BACKWARD.predicted in trace.columns else []
         expected = predicted if any(math.isfinite(p) for p in predicted) else None
-        shared = backward_theory_summary(theory, upstream) if theory is not None else None
-        return judge_backward(measured, thresholds, expected, shared, largest)
+        assert backward_of is not None and backward_of.backward is not None
+        upstream, activation = backward_of.backward.upstream, backward_of.model.activation
+        shared = backward_theory_summary(theory, upstream, activation) if theory is not None else None
+        return judge_backward(measured, thresholds, expected, shared, largest_value(backward_of.dtype))
     verdict = classify(measured, thresholds, theory)
     if theory is not None:
         figures = {k: summaries[0][k] for k in ("theory_regime", "theory_ratio")}

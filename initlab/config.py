@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_core import InitErrorDetails
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from initlab import activations, schemes, yamlfile
 from initlab._pydantic import (
@@ -180,10 +180,16 @@ class BackwardConfig(Frozen):
 
 
 def _switch(value: Any) -> Any:
-    """``true``/``false`` for a section that is on or off: ``{}`` (every default) or None."""
+    """A section that is on or off: ``true`` is on with every default, ``false`` is off (None), a
+    mapping sets its keys. An empty value (``backward:`` with every key commented out) is refused:
+    on or off, it does not say which."""
     if value is True:
         return {}
-    return None if value is False else value
+    if value is False or isinstance(value, (dict, BaseModel)):
+        return None if value is False else value
+    if value is None:
+        raise PydanticCustomError("switch", "empty: write true (on, every default), false (off) or its keys")
+    raise PydanticCustomError("switch", "expected true, false or a mapping of its keys")
 
 
 #: Largest number of inputs whose Jacobian a study may ask for (each is a width x width matrix).
@@ -230,8 +236,9 @@ class Config(Frozen):
     backward: Annotated[BackwardConfig | None, BeforeValidator(_switch)] = Field(
         default_factory=BackwardConfig, description="gradient statistics of every block; false: forward only"
     )
-    jacobian: Annotated[JacobianConfig | None, BeforeValidator(_switch)] = Field(
-        None, description="the input-output Jacobian's singular values; off unless given"
+    # The default is "false", not None: defaults are validated too, and an empty value is refused.
+    jacobian: Annotated[JacobianConfig | None, BeforeValidator(_switch)] = Field(  # type: ignore[assignment]
+        False, description="the input-output Jacobian's singular values; off unless given"
     )
 
     @field_serializer("backward", "jacobian")
@@ -336,12 +343,18 @@ def _apply(raw: Any, override: Override, set_paths: set[ConfigPath]) -> None:
     the override replaces the choice, and arguments belong to the choice.
     """
     path, node = override.path, raw
+    configured = next((other for other in set_paths if other[: len(path)] == path and other != path), None)
+    if override.value is False and configured is not None:  # backward.upstream=ones, then --no-backward
+        raise ConfigError([f"{override.source}: turns off {_dotted(path)}, which {_dotted(configured)} (an earlier "
+                           "override) configures; give only one of them"])
     for depth, key in enumerate(path[:-1]):
         key = _index(node, key, override)
         child = node[key] if not isinstance(node, dict) or key in node else None
         if isinstance(child, str):  # a bare name: expand to its tagged mapping
             shape = _shape(raw, path[: depth + 1])
             child = {shape.choice.tag if shape and shape.choice else "name": child}
+        elif isinstance(child, bool):  # a section switched on or off: setting a key in it turns it on
+            child = {}
         elif child is None:
             dotted = _dotted(path[: depth + 1])
             if isinstance(path[depth + 1], int):

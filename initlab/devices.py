@@ -115,10 +115,11 @@ class MemoryEstimate:
     parameters: int
     activations: int
     probes: int
+    gradients: int = 0  # the weights' gradients, with a backward pass
 
     @property
     def total(self) -> int:
-        return self.parameters + self.activations + self.probes
+        return self.parameters + self.gradients + self.activations + self.probes
 
 
 def estimate(config: Config, placement: Placement) -> MemoryEstimate:
@@ -130,12 +131,13 @@ def estimate(config: Config, placement: Placement) -> MemoryEstimate:
     # Input, Linear output and activation output in the model's dtype, and the float64
     # copies the statistics make of one probed output.
     activations = rows * width * (3 * elem + _FLOAT64_COPIES * 8)
+    gradients = 0
     if config.backward is not None:
-        parameters *= 2  # every weight's gradient
+        gradients = parameters
         # Autograd keeps each block's Linear input and activation output for the backward pass.
         activations += depth * rows * width * _SAVED_PER_BLOCK * elem
     probes = depth * 2 * placement.replicas * (width + 16) * 8  # per-unit counts + moments
-    return MemoryEstimate(parameters, activations, probes)
+    return MemoryEstimate(parameters, activations, probes, gradients)
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -175,8 +177,10 @@ def check_memory(config: Config, placement: Placement) -> MemoryEstimate:
         if free is not None and bytes_needed > free:
             raise InitlabError(
                 f"the study needs about {gib(bytes_needed)} on {device} (parameters {gib(need.parameters)}, "
-                f"activations {gib(need.activations)}) but {device} has {gib(free)} free; "
+                + (f"their gradients {gib(need.gradients)}, " if need.gradients else "")
+                + f"activations {gib(need.activations)}) but {device} has {gib(free)} free; "
                 "reduce model.depth, model.width or data.batch_size"
+                + (" (or measure the forward pass only: --no-backward)" if need.gradients else "")
             )
     return need
 

@@ -67,7 +67,7 @@ class SignalPlot:
 
 FORWARD = SignalPlot("median", "low", "high", "theory_std", "regime", "block-output std by layer",
                      "std of block output", "outputs non-finite after this layer", False)
-BACKWARD = SignalPlot("grad_median", "grad_low", "grad_high", "theory_grad_std", "backward_regime",
+BACKWARD = SignalPlot("grad_median", "grad_low", "grad_high", "theory_grad_rms", "backward_regime",
                       "gradient rms by layer (backward pass, from the last layer down)",
                       "rms of the gradient of block output", "gradients non-finite below this layer", True)
 

@@ -24,7 +24,9 @@ of the trace:
    *levels off*; only the theory can say it reached a fixed point.
 5. Otherwise, a bounded activation with at least ``saturation`` of its outputs at the
    range's edges over the tail is **saturated**: the std looks healthy but the units
-   pass no gradient (tanh with N(0, 1) weights: pre-activation std 16, 90 % saturated).
+   pass no gradient back (tanh with N(0, 1) weights: pre-activation std 16, 90 % saturated; the
+   other units, with φ′ ≈ 1 and huge weights, still make the gradient explode: the backward
+   verdict says so).
    Else **stable**.
 
 The regime is always the *measured* network's: the theory never changes the magnitude M,
@@ -412,6 +414,8 @@ def _decide(f: dict[str, Any], th: VerdictConfig, shape: TheoryShape | None, wor
         return "explosion", f"non-finite {where} from layer {words.layer(f['first_nonfinite_layer'])}", None
     if f["last_std"] is None:
         return "stable", "no layer to judge", None
+    if f["input_std"] is None and f["last_finite_layer"] == 0:  # the reference alone: nothing changed yet
+        return "stable", f"no layer to judge: the only {words.value} is the reference", None
     if f["first_zero_layer"] is not None:
         return "vanishing", f"the {words.value} reached 0 at layer {words.layer(f['first_zero_layer'])}", None
     decades, tail, sign = f["decades"], _tail_text(f, words), 1 if f["decades"] > 0 else -1
@@ -429,8 +433,8 @@ def _decide(f: dict[str, Any], th: VerdictConfig, shape: TheoryShape | None, wor
         return regime, f"{what} and {said}: {tail}", source
     if f["saturated_fraction"] is not None and f["saturated_fraction"] >= th.saturation:
         return "saturated", (f"{f['saturated_fraction']:.0%} of the outputs sit at the activation's bounds "
-                             f"over layers {words.layer(f['tail_start'])}-{words.layer(f['last_finite_layer'])}: "
-                             "those units pass no gradient"
+                             f"over layers {words.layer(f['tail_start'])}-{words.layer(f['last_finite_layer'])}, "
+                             "where φ′ ≈ 0: those units pass no gradient back"
                              ), source
     if beyond:
         return "stable", f"{what} but {said}: {tail}", source
@@ -482,7 +486,7 @@ def theory_figures(prediction: Prediction, input_std: float | None, thresholds: 
 
 
 def agreement(regime: Regime, figures: dict[str, Any], theory: dict[str, Any], thresholds: VerdictConfig,
-              reference: str = "the input's std") -> tuple[bool | None, str]:
+              signal: Signal = "forward") -> tuple[bool | None, str]:
     """Whether the measured regime is the predicted one, as a sentence naming the likely cause if not.
 
     ``figures`` holds ``theory_regime`` and ``theory_ratio``; ``theory`` is the prediction's
@@ -493,15 +497,18 @@ def agreement(regime: Regime, figures: dict[str, Any], theory: dict[str, Any], t
         return None, f"theory does not apply: {theory['reason']}"
     predicted, ratio = figures["theory_regime"], figures["theory_ratio"]
     # q*, χ₁ and the phase have a line of their own (summary.json's ``theory``): not repeated here.
+    reference = "the upstream gradient" if signal == "backward" else "the input's std"
     said = f"predicts {predicted}" + ("" if ratio is None else f" (x{ratio:.3g} of {reference})")
     if predicted == regime or (regime == "saturated" and predicted == "stable"):
         return True, f"theory agrees: it {said}"
-    return False, f"theory disagrees: it {said}; likely {_likely_cause(theory, thresholds)}"
+    return False, f"theory disagrees: it {said}; likely {_likely_cause(theory, thresholds, signal)}"
 
 
-def _likely_cause(theory: dict[str, Any], thresholds: VerdictConfig) -> str:
+def _likely_cause(theory: dict[str, Any], thresholds: VerdictConfig, signal: Signal = "forward") -> str:
     ratio = theory["depth_over_width"]
-    drift, spread = theory["finite_width_log_std_drift"], theory["finite_width_log_std_spread"]
+    # Hanin & Rolnick's figures are those of the forward log-std: not quoted for the gradient.
+    drift, spread = (theory["finite_width_log_std_drift"], theory["finite_width_log_std_spread"]
+                     ) if signal == "forward" else (None, None)
     if ratio is not None and ratio >= thresholds.finite_width:
         hanin = "" if drift is None else (
             f"; Hanin & Rolnick: log-std drift {drift:.3g} +- {spread:.2g} e-folds across seeds, which the "
@@ -523,9 +530,9 @@ def judge(trace: Trace, thresholds: VerdictConfig, prediction: Prediction | None
 
 
 def with_theory(verdict: Verdict, figures: dict[str, Any], theory: dict[str, Any], thresholds: VerdictConfig,
-                reference: str = "the input's std") -> Verdict:
+                signal: Signal = "forward") -> Verdict:
     """``verdict`` with the theory's regime and ratio, and the agreement statement as its last note."""
-    agrees, sentence = agreement(verdict.regime, figures, theory, thresholds, reference)
+    agrees, sentence = agreement(verdict.regime, figures, theory, thresholds, signal)
     return replace(verdict, theory_agrees=agrees, notes=[*verdict.notes, sentence], **figures)
 
 
@@ -562,4 +569,4 @@ def judge_backward(trace: Trace, thresholds: VerdictConfig, predicted: Sequence[
     if expected is not None:
         own = classify(expected, thresholds, predicted=expected)
         figures = {"theory_regime": own.regime, "theory_ratio": own.ratio}
-    return with_theory(verdict, figures, theory, thresholds, "the upstream gradient")
+    return with_theory(verdict, figures, theory, thresholds, "backward")

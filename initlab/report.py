@@ -34,7 +34,7 @@ _COLUMNS = [
     ("layer", "layer"), ("weight_std", "w std"), ("pre_std", "pre std"), ("theory_pre_std", "pre std\ntheory"),
     ("std", "std"), ("theory_std", "std\ntheory"), ("mean", "mean"),
     ("absmax", "max|x|"), ("nonfinite", "nonfin"), ("saturated", "satur."), ("zero", "zeros"), ("dead", "dead"),
-    ("grad_std", "grad\nstd"), ("theory_grad_std", "grad std\ntheory"), ("grad_nonfinite", "grad\nnonfin"),
+    ("grad_rms", "grad\nrms"), ("theory_grad_rms", "grad rms\ntheory"), ("grad_nonfinite", "grad\nnonfin"),
     ("weight_grad_std", "w grad\nstd"), ("grad_ratio", "w grad/\nw std"),
 ]
 _COUNTS = ("layer", "nonfinite", "grad_nonfinite")
@@ -81,14 +81,19 @@ def _shown(column: pd.Series[Any]) -> bool:
     return not str(column.name).startswith("theory_") or bool(column.notna().any())
 
 
-def verdict_line(summary: dict[str, Any]) -> Text:
+def verdict_line(summary: dict[str, Any], forward_extra: str | None = None, backward_extra: str | None = None
+                 ) -> Text:
     """The verdicts: the forward one and, where the backward pass ran (``summary["backward"]``), the
-    backward one, each with its figures and then one line saying why (and any notes)."""
+    backward one, each with its figures, one line saying why (and any notes), then its ``*_extra`` line."""
     backward = summary.get("backward")
     text = _verdict(summary, "forward: " if backward else "verdict: ", "forward")
+    if forward_extra:
+        text.append("\n" + forward_extra)
     if backward:
         text.append("\n")
         text.append_text(_verdict(backward, "backward: ", "backward"))
+        if backward_extra:
+            text.append("\n" + backward_extra)
     return text
 
 
@@ -197,7 +202,7 @@ def _gradient_columns(study: SeedStudy, rows: list[int]) -> list[Col]:
     if "grad_median" not in traces.columns:
         return []
     picked = traces.iloc[rows]
-    predicted = traces.get("theory_grad_std")
+    predicted = traces.get("theory_grad_rms")
     columns = [Col("median\ngrad rms", [_std_text(v).plain for v in picked["grad_median"]]),
                *([Col("grad rms\ntheory", [fmt(predicted.iloc[i], 3) for i in rows])]
                  if predicted is not None and _shown(predicted) else []),
@@ -213,12 +218,12 @@ def _gradient_columns(study: SeedStudy, rows: list[int]) -> list[Col]:
 def print_seeds(console: Console, study: SeedStudy, every: int, folder: Path | None) -> None:
     """The terminal report of one study over several seeds: median and band, the median's verdict."""
     console.print(seeds_table(study, every))
-    console.print(verdict_line(study.summary))
-    console.print(_seeds_agree("the verdict is the median trace's", study.agree,
-                               [r.verdict.regime for r in study.runs]))
+    forward = _seeds_agree("the verdict is the median trace's", study.agree, [r.verdict.regime for r in study.runs])
+    backward = None
     if study.backward is not None and study.backward_agree is not None:
-        console.print(_seeds_agree("the backward verdict is the median gradient trace's", study.backward_agree,
-                                   [r.backward.regime if r.backward else "no backward pass" for r in study.runs]))
+        backward = _seeds_agree("the backward verdict is the median gradient trace's", study.backward_agree,
+                                [r.backward.regime if r.backward else "no backward pass" for r in study.runs])
+    console.print(verdict_line(study.summary, forward, backward))
     _print_theory(console, study.runs[0].summary.get("theory"))  # the same prediction for every seed
     if study.summary.get("jacobian") is not None:
         console.print(jacobian_line(study.summary["jacobian"]))

@@ -97,7 +97,9 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     prediction = predict(config, input_second_moment(config.data))
     largest = torch.finfo(devices.DTYPES[config.dtype]).max
     verdict = judge(trace_of(table, input_std, config.model.width), config.verdict, prediction, largest)
-    gradient = gradient_prediction(prediction, config.backward.upstream) if config.backward is not None else None
+    gradient = None
+    if config.backward is not None:
+        gradient = gradient_prediction(prediction, config.backward.upstream, config.model.activation)
     backward = None
     if config.backward is not None:
         backward = judge_backward(backward_trace_of(table, config.model.width), config.verdict,
@@ -132,7 +134,7 @@ def backward_trace_of(table: pd.DataFrame, width: int | None) -> Trace:
 def backward_theory(prediction: Prediction, config: Config) -> dict[str, Any]:
     """The prediction's summary as the backward verdict reads it: not applicable unless ``upstream: normal``."""
     upstream = config.backward.upstream if config.backward is not None else "normal"
-    return backward_theory_summary(prediction.summary(), upstream)
+    return backward_theory_summary(prediction.summary(), upstream, config.model.activation)
 
 
 def with_theory(table: pd.DataFrame, prediction: Prediction, gradient: GradientPrediction | None = None
@@ -144,6 +146,7 @@ def with_theory(table: pd.DataFrame, prediction: Prediction, gradient: GradientP
     columns = {"theory_pre_std": prediction.pre_std, "theory_std": prediction.post_std}
     if "grad_std" in table.columns:
         columns["theory_grad_std"] = gradient.std if gradient is not None else []
+        columns["theory_grad_rms"] = gradient.rms if gradient is not None else []
     for name, values in columns.items():
         predicted = np.asarray(values if values else [math.nan] * len(table), dtype=np.float64)
         out[name] = np.where(np.isfinite(predicted), predicted, np.nan)

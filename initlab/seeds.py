@@ -36,7 +36,7 @@ class SeedStudy:
     runs: tuple[Result, ...]  # one per seed, in seed order
     layers: pd.DataFrame  # tidy: seed, then every seed's layers.csv columns
     # per layer: median, low, high (min/max of the finite stds), seeds, theory_std; with a backward pass also
-    # grad_median, grad_low, grad_high (of grad_rms) and theory_grad_std
+    # grad_median, grad_low, grad_high (of grad_rms) and theory_grad_rms
     traces: pd.DataFrame
     verdict: Verdict  # of the median trace
     agree: int  # seeds whose own verdict is the median trace's
@@ -87,7 +87,7 @@ class SeedStudy:
 
 def run_seeds(config: Config, seeds: int, progress: Callable[[int, int], None] | None = None) -> SeedStudy:
     """Run ``config`` with seeds ``config.seed`` .. ``config.seed + seeds - 1``; nothing is printed or written."""
-    from initlab.compare import CELL_KEYS, largest_value, median_traces, median_verdict
+    from initlab.compare import CELL_KEYS, median_traces, median_verdict
 
     if not 1 <= seeds <= MAX_STUDY_SEEDS:  # every seed's tables stay in memory until the median
         raise InitlabError(f"--seeds {seeds}: between 1 and {MAX_STUDY_SEEDS:,} for run (compare --seeds writes "
@@ -108,7 +108,7 @@ def run_seeds(config: Config, seeds: int, progress: Callable[[int, int], None] |
     if config.backward is None:
         return SeedStudy(tuple(runs), layers, traces, verdict, agree)
     backward = median_verdict(traces, summaries, config.model.width, config.verdict, "backward",
-                              upstream=config.backward.upstream, largest=largest_value(config.dtype))
+                              backward_of=config)
     backward_agree = sum(r.backward is not None and r.backward.regime == backward.regime for r in runs)
     return SeedStudy(tuple(runs), layers, traces, verdict, agree, backward, backward_agree)
 

@@ -125,9 +125,13 @@ def test_replica_gradients_in_threads_merge_to_the_single_device_statistics(batc
                 model(x).backward(g)
                 return probe.records()
             copies = [copy.deepcopy(model) for _ in range(replicas)]  # replicate(): hooks come along
+
+            def replica(job: tuple[nn.Module, torch.Tensor, torch.Tensor]) -> None:
+                module, rows, grad = job  # forward and backward in the replica's own thread, as on a GPU
+                module(rows).backward(grad)
+
             with ThreadPoolExecutor(replicas) as pool:
-                outputs = list(pool.map(lambda pair: pair[0](pair[1]), zip(copies, x.chunk(replicas), strict=False)))
-            torch.autograd.backward(outputs, list(g.chunk(replicas)))
+                list(pool.map(replica, zip(copies, x.chunk(replicas), g.chunk(replicas), strict=True)))
             return probe.records()
 
     single, merged = records(False), records(True)
@@ -241,8 +245,66 @@ def test_theory_grad_std_agrees_with_monte_carlo(activation: str, scheme: dict[s
 
 
 def test_no_prediction_for_upstream_gradients_that_depend_on_the_weights() -> None:
-    for upstream in ("output", "ones"):
-        result = initlab.run(load_config(CONFIGS / "relu-kaiming.yaml", [f"backward.upstream={upstream}"]))
-        assert result.layers["theory_grad_std"].isna().all()
+    for name, upstream in [("relu-kaiming", "output"), ("tanh-xavier", "output"), ("relu-kaiming", "ones")]:
+        result = initlab.run(load_config(CONFIGS / f"{name}.yaml", [f"backward.upstream={upstream}"]))
+        assert result.layers["theory_grad_std"].isna().all() and result.layers["theory_grad_rms"].isna().all()
         assert result.backward is not None and result.backward.theory_agrees is None
         assert f"upstream: {upstream}" in result.backward.notes[-1]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "linear"])
+def test_ones_upstream_is_predicted_where_the_derivative_is_even(activation: str) -> None:
+    """A constant upstream gradient is independent of the weights; with an even phi' the first mask times it
+    has mean 0, so the backward map holds: the median over seeds follows the predicted rms (std 0 at the top)."""
+    runs = [initlab.run(make_config(seed=s, model={"depth": 12, "width": 512, "activation": activation},
+                                    init={"scheme": "normal", "std": math.sqrt(1.3 / 512)}, data={"batch_size": 32},
+                                    backward={"upstream": "ones"})) for s in range(6)]
+    measured = np.median(np.stack([r.layers["grad_rms"].to_numpy() for r in runs]), axis=0)
+    layers = runs[0].layers
+    assert (layers["theory_grad_std"].iloc[-1], layers["theory_grad_rms"].iloc[-1]) == (0.0, 1.0)
+    assert np.abs(np.log(measured / layers["theory_grad_rms"].to_numpy())).max() < 0.1
+
+
+# ---------------------------------------------------------------- turning it on and off
+
+
+def _refused(*args: str) -> str:
+    from typer.testing import CliRunner
+
+    from initlab.cli import app
+
+    result = CliRunner().invoke(app, ["run", *args, "--no-save"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("backward:\n  # upstream: ones\n", "backward: empty: write true (on, every default), false (off) or its keys"),
+    ("backward: maybe\n", "backward: expected true, false or a mapping of its keys"),
+    ("jacobian: 3\n", "jacobian: expected true, false or a mapping of its keys"),
+    ("backward: {upstream: zeros}\n", "backward.upstream"),
+])
+def test_a_section_is_on_off_or_a_mapping(write_yaml, text: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    line = _refused(str(write_yaml("model: {depth: 3, width: 8}\n" + text)))
+    assert line.startswith("error: ") and ".yaml:2: " in line and message in line
+
+
+def test_setting_a_key_of_a_section_that_is_off_turns_it_on(write_yaml) -> None:  # type: ignore[no-untyped-def]
+    path = write_yaml("model: {depth: 3, width: 8}\nbackward: false\n")
+    assert load_config(path).backward is None
+    assert load_config(path, ["backward.upstream=ones"]).backward.upstream == "ones"  # type: ignore[union-attr]
+    assert load_config(path, ["backward=true"]).backward.upstream == "normal"  # type: ignore[union-attr]
+
+
+def test_no_backward_after_an_override_that_configures_it_is_refused() -> None:
+    line = _refused(str(CONFIGS / "tanh-xavier.yaml"), "backward.upstream=ones", "--no-backward")
+    assert line == ("error: --no-backward: turns off backward, which backward.upstream (an earlier override) "
+                    "configures; give only one of them")
+
+
+def test_depth_one_has_no_backward_layer_to_judge() -> None:
+    result = initlab.run(load_config(CONFIGS / "tanh-xavier.yaml", ["model.depth=1"]))
+    assert result.backward is not None and result.backward.regime == "stable"
+    assert result.backward.reason == "no layer to judge: the only gradient is the reference"

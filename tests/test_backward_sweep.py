@@ -91,8 +91,8 @@ def test_traces_hold_the_median_gradient_trace_its_band_and_prediction(
         assert cell["grad_median"].tolist() == np.median(rms, axis=1).tolist()
         assert cell["grad_low"].tolist() == rms.min(axis=1).tolist()
         assert cell["grad_high"].tolist() == rms.max(axis=1).tolist()
-        first = seeds[seeds["seed"] == 0]["theory_grad_std"].to_numpy()
-        np.testing.assert_array_equal(cell["theory_grad_std"].to_numpy(), first)
+        first = seeds[seeds["seed"] == 0]["theory_grad_rms"].to_numpy()
+        np.testing.assert_array_equal(cell["theory_grad_rms"].to_numpy(), first)
     written = pd.read_csv(folder / "traces.csv")
     np.testing.assert_array_equal(written["grad_median"], traces["grad_median"])
 
@@ -187,7 +187,7 @@ def test_without_a_backward_pass_the_columns_are_empty_and_there_is_no_grad_figu
     summary = comparison.summary
     assert set(BACKWARD_COLUMNS) <= set(summary.columns) and summary[BACKWARD_COLUMNS].isna().all().all()
     assert summary["regime"].notna().all()  # the forward verdicts are there
-    assert not any(c.startswith("grad_") or c == "theory_grad_std" for c in comparison.traces.columns)
+    assert not any(c.startswith("grad_") or c == "theory_grad_rms" for c in comparison.traces.columns)
     assert plots.grad_figure(comparison) is None and report.std_tables(comparison.traces, plan.axes, None,
                                                                        "backward") == []
     assert {p.name for p in folder.path.iterdir()} >= {"std.png", "summary.csv", "traces.csv"}
@@ -206,7 +206,7 @@ def by_hand(name: str, overrides: list[str], seeds: int) -> tuple[list[initlab.R
     trace = Trace(std=[float(m) if np.isfinite(m) else None for m in median],
                   nonfinite=[0 if np.isfinite(m) else 1 for m in median], layers=list(range(depth - 1, -1, -1)),
                   width=runs[0].config.model.width, signal="backward")
-    return runs, trace, runs[0].layers["theory_grad_std"].tolist()
+    return runs, trace, runs[0].layers["theory_grad_rms"].tolist()
 
 
 @pytest.mark.parametrize(("name", "overrides"), [("tanh-xavier", ["model.depth=30", "model.width=32"]),
@@ -216,7 +216,7 @@ def test_the_seeds_study_backward_verdict_is_that_of_a_median_by_hand(name: str,
     study = run_seeds(config, 3)
     runs, trace, predicted = by_hand(name, overrides, 3)
     assert [r.config.seed for r in runs] == study.seeds
-    theory = backward_theory_summary(runs[0].summary["theory"], "normal")
+    theory = backward_theory_summary(runs[0].summary["theory"], "normal", config.model.activation)
     expected = judge_backward(trace, config.verdict, predicted if np.isfinite(predicted).any() else None, theory,
                               float(np.finfo(np.float32).max))
     assert study.backward == expected
@@ -241,7 +241,7 @@ def test_cli_run_seeds_prints_and_saves_the_backward_median(tmp_path: Path) -> N
     (folder,) = (tmp_path / "relu-xavier").iterdir()
     assert {"std.png", "std.svg", "grad.png", "grad.svg", "traces.csv"} <= {p.name for p in folder.iterdir()}
     traces = pd.read_csv(folder / "traces.csv")
-    assert {"grad_median", "grad_low", "grad_high", "theory_grad_std"} <= set(traces.columns)
+    assert {"grad_median", "grad_low", "grad_high", "theory_grad_rms"} <= set(traces.columns)
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["backward"]["regime"] == "vanishing" and summary["backward"]["agree"] == 2
 

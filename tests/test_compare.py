@@ -304,7 +304,7 @@ def test_results_folder_layout_and_plots_are_valid_images(tmp_path: Path) -> Non
         assert root.tag.endswith("svg")
     traces = pd.read_csv(folder / "traces.csv")
     assert len(traces) == 2 * 2 * (6 + 12)
-    assert {"median", "low", "high", "grad_median", "grad_low", "grad_high", "theory_grad_std"} <= set(traces)
+    assert {"median", "low", "high", "grad_median", "grad_low", "grad_high", "theory_grad_rms"} <= set(traces)
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["axes"]["depths"] == [6, 12] and meta["axes"]["seeds"] == [0, 1]
     assert {"initlab", "torch", "python", "argv", "git_commit", "failed", "interrupted"} <= set(meta)

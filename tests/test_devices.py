@@ -53,9 +53,9 @@ def test_data_parallel_config_is_checked(spec: dict[str, object], message: str) 
 def test_a_model_that_cannot_fit_is_refused_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
     config = make_config(model={"depth": 10, "width": 100})
     need = devices.estimate(config, devices.place(config))
-    assert need.parameters == 2 * 10 * 100 * 100 * 4  # the weights and their gradients
+    assert need.parameters == need.gradients == 10 * 100 * 100 * 4  # the weights and their gradients
     forward = devices.estimate(config.model_copy(update={"backward": None}), devices.place(config))
-    assert forward.parameters == 10 * 100 * 100 * 4
+    assert (forward.parameters, forward.gradients) == (10 * 100 * 100 * 4, 0)
     assert need.activations - forward.activations == 10 * 8 * 100 * 2 * 4  # two saved tensors per block
     monkeypatch.setattr(devices, "available_bytes", lambda device: need.total - 1)
     monkeypatch.setattr(initlab.runner, "build", lambda *a: pytest.fail("built anyway"))

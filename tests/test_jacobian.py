@@ -31,7 +31,7 @@ def _config(depth: int, width: int, activation: Any, init: dict[str, Any], seed:
             batch: int = 8, samples: int | None = None) -> Config:
     return Config.model_validate({
         "name": "j", "seed": seed, "model": {"depth": depth, "width": width, "activation": activation, "bias": bias},
-        "init": init, "data": {"batch_size": batch}, "jacobian": {"samples": samples} if samples else None,
+        "init": init, "data": {"batch_size": batch}, "jacobian": {"samples": samples} if samples else False,
     })
 
 

@@ -445,7 +445,8 @@ def test_run_writes_theory_columns_and_summary_and_keeps_measured_columns() -> N
             "init": {"scheme": "xavier_uniform", "gain": 5 / 3}, "data": {"batch_size": 8}}
     result = run(Config.model_validate(base))
     measured = [c for c in result.layers.columns if not c.startswith("theory_")]
-    assert list(result.layers.columns) == [*measured, "theory_pre_std", "theory_std", "theory_grad_std"]
+    assert list(result.layers.columns) == [*measured, "theory_pre_std", "theory_std", "theory_grad_std",
+                                           "theory_grad_rms"]
     assert result.summary["theory"]["phase"] == "chaotic" and result.summary["theory"]["q_star"] > 0
     forward = run(Config.model_validate({**base, "backward": False}))
     assert list(forward.layers.columns) == [c for c in result.layers.columns if "grad" not in c]
