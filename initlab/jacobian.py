@@ -8,10 +8,18 @@ takes the singular values. This is what dynamical isometry is about (Saxe, McCle
 2014; Pennington, Schoenholz & Ganguli 2017): every singular value near 1 means the gradient
 keeps its size and shape through the whole depth.
 
-The forward pass that gives :math:`a_l` runs in the model's own dtype, as the study ran it: J is
-the derivative of the network the study measured, at the points it reached. Where that forward
-pass (or the float64 product) leaves the finite floats, J of that input is undefined: its row of
-singular values is NaN, and the figures that need it are None.
+The forward pass that gives :math:`a_l` is the study's own: the whole batch, in the model's dtype,
+of which the first K rows are kept, so J is the derivative of the network the study measured at
+the points it reached (a pass over K rows alone would round differently, and a chaotic network
+amplifies that). Where that forward pass (or the float64 product) leaves the finite floats, J of
+that input is undefined: its row of singular values is NaN, and the figures that need it are None.
+
+A singular value below ``n * eps * sigma_max`` (``torch.linalg.matrix_rank``'s threshold) is
+rounding, not a measurement, in a matrix formed in float64: the smallest singular value of a
+product of 100 Gaussian matrices is ~1e-148. Such values are *unresolved*: NaN in
+:attr:`Spectrum.singular_values` (empty in jacobian.csv), counted in ``unresolved``, and they
+turn ``min_sigma`` and ``condition`` into bounds (``min_sigma_below``: min sigma is below it;
+the condition number is above ``1 / (n eps)``).
 """
 
 from __future__ import annotations
@@ -63,15 +71,16 @@ def check(config: Config, placement: devices.Placement) -> None:
         return
     k, n, depth = config.jacobian.samples, config.model.width, config.model.depth
     need, free = bytes_needed(config), devices.available_bytes(placement.device)
+    jacobians = f"{k} Jacobian{'s' * (k != 1)}"
     if free is not None and need > free:
         raise InitlabError(
-            f"jacobian.samples {k}: {k} Jacobians of {n} x {n} in float64 need about {devices.gib(need)} "
+            f"jacobian.samples {k}: {jacobians} of {n} x {n} in float64 need about {devices.gib(need)} "
             f"on {placement.device}, which has {devices.gib(free)} free; lower jacobian.samples or model.width"
         )
     work = flops(config)
     if work > MAX_FLOPS:
         raise InitlabError(
-            f"jacobian.samples {k}: {k} Jacobians of depth {depth}, width {n} take about {work:.2g} flops "
+            f"jacobian.samples {k}: {jacobians} of depth {depth}, width {n} take about {work:.2g} flops "
             f"(2 L n^3 K + 10 n^3 K), over the limit of {MAX_FLOPS:.0e} (minutes on a laptop CPU); "
             "lower jacobian.samples, model.width or model.depth"
         )
@@ -81,12 +90,14 @@ def check(config: Config, placement: devices.Placement) -> None:
 class Spectrum:
     """Singular values of the Jacobian of K inputs, and figures each averaged over the K inputs.
 
-    ``singular_values`` is (K, width), descending per row; a row is NaN where that input's
-    Jacobian is undefined (non-finite forward values). A figure is None where it is undefined
-    for some input, never NaN.
+    ``singular_values`` is (K, width), descending per row, NaN where a value is below the row's
+    ``resolution`` (unresolved, see the module docstring); ``resolution`` is NaN where that
+    input's Jacobian is undefined (non-finite forward values). A figure is None where it is
+    undefined for some input, never NaN.
     """
 
     singular_values: Array  # (K, width) float64
+    resolution: Array  # (K,) n eps sigma_max of each input's J: smaller singular values are rounding
 
     @property
     def samples(self) -> int:
@@ -95,7 +106,19 @@ class Spectrum:
     @property
     def nonfinite_samples(self) -> int:
         """Inputs whose Jacobian is undefined (non-finite forward values or product)."""
-        return int((~np.isfinite(self.singular_values).all(axis=1)).sum())
+        return int((~np.isfinite(self.resolution)).sum())
+
+    @property
+    def _values(self) -> Array:
+        """The singular values with unresolved ones as 0 (what they add to sums is below the rounding)."""
+        return np.where(np.isnan(self.singular_values) & np.isfinite(self.resolution)[:, None], 0.0,
+                        self.singular_values)
+
+    @property
+    def unresolved(self) -> float | None:
+        """Mean count per input of singular values below float64 resolution."""
+        return self._mean(np.isnan(self.singular_values).sum(axis=1).astype(np.float64)
+                          + np.where(np.isfinite(self.resolution), 0.0, np.nan))
 
     def _mean(self, per_sample: Array) -> float | None:
         value = float(per_sample.mean()) if per_sample.size else math.nan
@@ -104,36 +127,52 @@ class Spectrum:
     @property
     def mean_sigma2(self) -> float | None:
         r"""Mean of :math:`\sigma^2` (tr :math:`JJ^T/n`): the gradient's average amplification end to end."""
-        return self._mean((self.singular_values**2).mean(axis=1))
+        return self._mean((self._values**2).mean(axis=1))
 
     @property
     def var_sigma2(self) -> float | None:
         r"""Variance of :math:`\sigma^2` over the spectrum (of :math:`JJ^T`'s eigenvalues): 0 is isometry."""
-        return self._mean((self.singular_values**2).var(axis=1))
+        return self._mean((self._values**2).var(axis=1))
 
     @property
     def max_sigma(self) -> float | None:
-        return self._mean(self.singular_values.max(axis=1))
+        return self._mean(self._values[:, 0])
 
     @property
     def min_sigma(self) -> float | None:
-        return self._mean(self.singular_values.min(axis=1))
+        """Mean of the smallest singular value; None where one is below float64 resolution (see
+        :attr:`min_sigma_below`) or undefined."""
+        return self._mean(self.singular_values[:, -1])
+
+    @property
+    def min_sigma_below(self) -> float | None:
+        """Where some input's smallest singular value is unresolved: the mean resolution, a bound it is below."""
+        return self._mean(self.resolution) if np.isnan(self.singular_values[:, -1]).any() else None
 
     @property
     def condition(self) -> float | None:
-        r"""Mean of :math:`\sigma_{max}/\sigma_{min}`; None where some J is singular (min sigma 0: see
-        :func:`resolved`) or undefined."""
+        r"""Mean of :math:`\sigma_{max}/\sigma_{min}`; None where some :math:`\sigma_{min}` is unresolved
+        (the condition number then exceeds ``1 / (n eps)``: :attr:`condition_above`) or undefined."""
         s = self.singular_values
         with np.errstate(all="ignore"):
-            ratio = s.max(axis=1) / s.min(axis=1)
+            ratio = s[:, 0] / s[:, -1]
         return self._mean(ratio) if np.isfinite(ratio).all() else None
+
+    @property
+    def condition_above(self) -> float | None:
+        """Where some input's condition number is beyond float64 resolution: the bound ``1 / (n eps)`` it exceeds."""
+        if self.min_sigma_below is None:
+            return None
+        return 1.0 / (int(self.singular_values.shape[1]) * float(np.finfo(np.float64).eps))
 
     def summary(self) -> dict[str, Any]:
         """The figures for summary.json's ``jacobian`` key (None where undefined)."""
         return {
             "samples": self.samples, "nonfinite_samples": self.nonfinite_samples,
             "mean_sigma2": self.mean_sigma2, "var_sigma2": self.var_sigma2, "max_sigma": self.max_sigma,
-            "min_sigma": self.min_sigma, "condition": self.condition,
+            "min_sigma": self.min_sigma, "min_sigma_below": self.min_sigma_below, "condition": self.condition,
+            "condition_above": self.condition_above, "unresolved": self.unresolved,
+            "width": int(self.singular_values.shape[1]),
         }
 
     def table(self) -> pd.DataFrame:
@@ -159,21 +198,26 @@ def derivative(block: Block, pre: torch.Tensor) -> torch.Tensor:
     return slope
 
 
-def jacobians(model: MLP, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r""":math:`J = \partial y/\partial x` at each row of ``x`` (K, width): (K, n, n) float64, and which are finite.
+def jacobians(model: MLP, x: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    r""":math:`J = \partial y/\partial x` at the first ``k`` rows of the batch ``x`` (all by default):
+    (k, n, n) float64, and which are finite.
 
-    :math:`J_l = D_l W_l J_{l-1}`, batched over the K inputs, on ``x``'s device. A Jacobian is
-    not finite where its input's forward values or the product leave the finite floats.
+    The forward pass runs on the whole batch, as the study's did, so the pre-activations are the
+    study's to the last bit. :math:`J_l = D_l W_l J_{l-1}`, batched over the k inputs, on ``x``'s
+    device. A Jacobian is not finite where its input's forward values or the product leave the
+    finite floats.
     """
+    k = x.shape[0] if k is None else k
     jac: torch.Tensor | None = None
-    finite = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    finite = torch.ones(k, dtype=torch.bool, device=x.device)
     h = x
     with torch.no_grad():
         for block in model.blocks:
             assert isinstance(block, Block)
-            pre = block.linear(h)  # (K, n), the model's dtype: the study's own forward pass
-            h = block.activation(pre)
-            finite &= torch.isfinite(pre).all(dim=1) & torch.isfinite(h).all(dim=1)
+            whole = block.linear(h)  # (batch, n), the model's dtype: the study's own forward pass
+            h = block.activation(whole)
+            pre = whole[:k]
+            finite &= torch.isfinite(pre).all(dim=1) & torch.isfinite(h[:k]).all(dim=1)
             weight = block.linear.weight.to(torch.float64)  # (n, n)
             slope = derivative(block, pre).unsqueeze(2)  # (K, n, 1): D_l, scaling rows
             jac = slope * weight if jac is None else (weight @ jac).mul_(slope)  # (K, n, n)
@@ -181,26 +225,26 @@ def jacobians(model: MLP, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return jac, finite & torch.isfinite(jac).flatten(1).all(dim=1)
 
 
-def measure(model: MLP, x: torch.Tensor) -> Spectrum:
-    """The singular values of the Jacobian at each row of ``x`` (K, width) (see :func:`jacobians`)."""
-    jac, finite = jacobians(model, x)
+def measure(model: MLP, x: torch.Tensor, k: int | None = None) -> Spectrum:
+    """The singular values of the Jacobian at the first ``k`` rows of the batch ``x`` (see :func:`jacobians`)."""
+    jac, finite = jacobians(model, x, k)
     values = torch.full(jac.shape[:2], math.nan, dtype=torch.float64, device=x.device)
+    floors = torch.full(jac.shape[:1], math.nan, dtype=torch.float64, device=x.device)
     if finite.any():  # svdvals raises on NaN/inf: only the defined Jacobians
-        values[finite] = resolved(torch.linalg.svdvals(jac[finite]))
-    return Spectrum(values.cpu().numpy())
+        values[finite], floors[finite] = resolved(torch.linalg.svdvals(jac[finite]))
+    return Spectrum(values.cpu().numpy(), floors.cpu().numpy())
 
 
-def resolved(values: torch.Tensor) -> torch.Tensor:
-    """Singular values (..., n), descending, with those below ``n * eps * sigma_max`` set to 0.
+def resolved(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Singular values (..., n), descending, NaN where below ``n * eps * sigma_max``, and that floor (...,).
 
     That is ``torch.linalg.matrix_rank``'s threshold: below it a singular value of a matrix
-    formed in float64 is rounding, not a measurement (the smallest singular value of a product
-    of 100 Gaussian matrices is ~1e-148, far below what the product can resolve; ReLU's dead
-    units make rows of J exactly 0). So J is then singular to float64 precision: min sigma is
-    0 and the condition number undefined.
+    formed in float64 is rounding, not a measurement (see the module docstring). A Jacobian that
+    is exactly 0 (floor 0) keeps its zeros: they are exact.
     """
-    floor = values.shape[-1] * torch.finfo(values.dtype).eps * values[..., :1]
-    return torch.where(values > floor, values, torch.zeros_like(values))
+    floor = values.shape[-1] * torch.finfo(values.dtype).eps * values[..., 0]
+    kept = torch.where(values >= floor.unsqueeze(-1), values, torch.full_like(values, math.nan))
+    return kept, floor
 
 
 __all__ = ["MAX_FLOPS", "Spectrum", "bytes_needed", "check", "derivative", "flops", "jacobians", "measure", "resolved"]

@@ -108,7 +108,7 @@ def predict(config: Config, prediction: Prediction) -> JacobianPrediction:
     with np.errstate(all="ignore"):
         mean = float(np.exp(np.sum(np.log(sw2 * mu1))))  # prod chi_l without intermediate overflow
     if not math.isfinite(mean) or mean == 0.0:
-        return JacobianPrediction(None, None, "prod chi_l leaves the float64 range")
+        return JacobianPrediction(None, None, "the product of the χ_l leaves the float64 range")
     spreads = [weight_spread(config.init.scheme_for(i, depth)) for i in range(depth)]
     odd = next((i for i, v in enumerate(spreads) if v is None), None)
     if odd is not None:
@@ -121,9 +121,9 @@ def predict(config: Config, prediction: Prediction) -> JacobianPrediction:
     if not math.isfinite(variance):
         return JacobianPrediction(mean, None, "the variance leaves the float64 range")
     note = None
-    if depth / width >= FINITE_WIDTH_NOTE:
+    if depth / width >= FINITE_WIDTH_NOTE and normalised > 0.0:  # isometric nets (orthogonal linear) do not scatter
         note = (f"an average over networks in the wide limit: at depth/width = {depth / width:.3g} one network's "
-                "figures scatter around it by a factor (the variance of log sigma^2 grows like L/n)")
+                "figures scatter around it by a factor (the variance of log σ² grows like L/n)")
     return JacobianPrediction(mean, variance, note)
 
 

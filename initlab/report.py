@@ -143,10 +143,15 @@ def jacobian_line(figures: dict[str, Any]) -> Text:
     k, bad = figures["samples"], figures["nonfinite_samples"]
     inputs = f"{k} input{'s' * (k != 1)}" + (f", {bad} with non-finite values" if bad else "")
     text = Text("jacobian: ", style="bold")
+    low, above = figures.get("min_sigma_below"), figures.get("condition_above")
+    smallest = f"min σ < {fmt(low)}" if low is not None else f"min σ {fmt(figures['min_sigma'])}"
+    condition = f"condition > {fmt(above)}" if above is not None else f"condition {fmt(figures['condition'])}"
+    unresolved = figures.get("unresolved") or 0
     text.append(f"mean σ² {fmt(figures['mean_sigma2'])} (theory {fmt(figures.get('theory_mean_sigma2'))}), "
                 f"var σ² {fmt(figures['var_sigma2'])} (theory {fmt(figures.get('theory_var_sigma2'))}), "
-                f"max σ {fmt(figures['max_sigma'])}, min σ {fmt(figures['min_sigma'])}, "
-                f"condition {fmt(figures['condition'])}; mean over {inputs}")
+                f"max σ {fmt(figures['max_sigma'])}, {smallest}, {condition}; mean over {inputs}"
+                + (f"; {fmt(unresolved)} of the {figures['width']} σ below float64 resolution"
+                   if unresolved and figures.get("width") else ""))
     if figures.get("theory_note"):
         text.append(f"\n  theory: {figures['theory_note']}", style="dim")
     return text

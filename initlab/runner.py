@@ -223,7 +223,7 @@ def _passes(
         records: list[Record] = probe.records()  # the one device-to-host transfer
         timings["statistics_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    spectrum = jacobian.measure(model, x[: config.jacobian.samples]) if config.jacobian is not None else None
+    spectrum = jacobian.measure(model, x, config.jacobian.samples) if config.jacobian is not None else None
     timings |= {"jacobian_s": time.perf_counter() - tick} if spectrum is not None else {}
     return records, timings, spectrum
 

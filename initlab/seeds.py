@@ -71,7 +71,10 @@ class SeedStudy:
     def jacobian(self) -> jacobian.Spectrum | None:
         """Every seed's Jacobian spectra together (K rows per seed, in seed order)."""
         spectra = [r.jacobian for r in self.runs if r.jacobian is not None]
-        return jacobian.Spectrum(np.concatenate([s.singular_values for s in spectra])) if spectra else None
+        if not spectra:
+            return None
+        return jacobian.Spectrum(np.concatenate([s.singular_values for s in spectra]),
+                                 np.concatenate([s.resolution for s in spectra]))
 
     @property
     def histogram(self) -> pd.DataFrame | None:

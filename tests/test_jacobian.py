@@ -60,8 +60,10 @@ def test_jacobian_equals_autograd(activation: Any) -> None:
     for i in range(3):
         expected = torch.autograd.functional.jacobian(model, x[i])  # (n, n): width backward passes
         torch.testing.assert_close(jac[i], expected, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(spectrum.singular_values[i], torch.linalg.svdvals(expected).numpy(),
-                                   rtol=1e-10, atol=1e-14)
+        exact = torch.linalg.svdvals(expected).numpy()
+        kept = ~np.isnan(spectrum.singular_values[i])  # resolved: at or above n eps sigma_max
+        assert kept[0] and (exact[~kept] < 12 * np.finfo(np.float64).eps * exact[0]).all()
+        np.testing.assert_allclose(spectrum.singular_values[i][kept], exact[kept], rtol=1e-10, atol=1e-14)
 
 
 def test_derivative_is_phi_prime_of_a_float32_model() -> None:
@@ -84,28 +86,56 @@ def test_orthogonal_linear_network_is_an_isometry() -> None:
     assert figures["theory_var_sigma2"] == pytest.approx(0.0, abs=1e-12)
 
 
+EPS = float(np.finfo(np.float64).eps)
+
+
 def test_figures_are_means_over_inputs_and_none_where_undefined() -> None:
-    spectrum = jacobian.Spectrum(np.array([[2.0, 1.0], [4.0, 2.0]]))
+    spectrum = jacobian.Spectrum(np.array([[2.0, 1.0], [4.0, 2.0]]), np.array([4 * EPS, 8 * EPS]))
     assert spectrum.summary() == {"samples": 2, "nonfinite_samples": 0, "mean_sigma2": (2.5 + 10.0) / 2,
                                   "var_sigma2": (2.25 + 36.0) / 2, "max_sigma": 3.0, "min_sigma": 1.5,
-                                  "condition": 2.0}
-    partial = jacobian.Spectrum(np.array([[2.0, 1.0], [math.nan, math.nan]])).summary()
-    assert partial["nonfinite_samples"] == 1
-    assert all(partial[k] is None for k in ("mean_sigma2", "var_sigma2", "max_sigma", "min_sigma", "condition"))
-    singular = jacobian.Spectrum(np.array([[2.0, 0.0]])).summary()
-    assert singular["min_sigma"] == 0.0 and singular["condition"] is None
+                                  "min_sigma_below": None, "condition": 2.0, "condition_above": None,
+                                  "unresolved": 0.0, "width": 2}
+    partial = jacobian.Spectrum(np.array([[2.0, 1.0], [math.nan, math.nan]]), np.array([4 * EPS, math.nan]))
+    assert partial.summary()["nonfinite_samples"] == 1
+    assert all(partial.summary()[k] is None for k in ("mean_sigma2", "var_sigma2", "max_sigma", "min_sigma",
+                                                      "condition", "unresolved"))
+    below = jacobian.Spectrum(np.array([[2.0, math.nan], [4.0, 1.0]]), np.array([4 * EPS, 8 * EPS])).summary()
+    assert below["min_sigma"] is None and below["min_sigma_below"] == pytest.approx(6 * EPS)
+    assert below["condition"] is None and below["condition_above"] == pytest.approx(1 / (2 * EPS))
+    assert below["unresolved"] == 0.5 and below["mean_sigma2"] == pytest.approx((2.0 + 8.5) / 2)
 
 
-def test_rounding_below_float64_resolution_is_zero() -> None:
-    """ReLU zeroes rows of J (inactive output units): svdvals gives ~1e-17 there, written as 0."""
+def test_values_below_float64_resolution_are_unresolved_not_zero() -> None:
+    """ReLU zeroes rows of J (inactive output units): svdvals gives ~1e-17 there, rounding: left unresolved
+    (NaN, empty in jacobian.csv), and min sigma and the condition number become bounds."""
     model, x = _network(_config(3, 16, "relu", {"scheme": "kaiming_normal", "nonlinearity": "relu"}, seed=5))
-    jac, _ = jacobian.jacobians(model, x[:2])
+    jac, _ = jacobian.jacobians(model, x, 2)
     dead = int((jac[0].abs().sum(dim=1) == 0).sum())
     assert dead > 0
-    values = jacobian.measure(model, x[:2]).singular_values[0]
-    assert (values == 0.0).sum() >= dead and values[values > 0].min() > 16 * 2.3e-16 * values[0]
-    np.testing.assert_array_equal(jacobian.resolved(torch.tensor([[4.0, 1.0, 1e-15, 0.0]], dtype=torch.float64)),
-                                  [[4.0, 1.0, 0.0, 0.0]])
+    spectrum = jacobian.measure(model, x, 2)
+    values = spectrum.singular_values[0]
+    assert np.isnan(values).sum() >= dead and np.nanmin(values) >= 16 * EPS * values[0]
+    assert spectrum.summary()["min_sigma"] is None and spectrum.summary()["min_sigma_below"] is not None
+    kept, floor = jacobian.resolved(torch.tensor([[4.0, 1.0, 1e-15, 0.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64))
+    np.testing.assert_array_equal(kept, [[4.0, 1.0, math.nan, math.nan], [0.0, 0.0, 0.0, 0.0]])  # exact 0: kept
+    np.testing.assert_array_equal(floor, [16 * EPS, 0.0])
+
+
+def test_the_jacobian_is_taken_at_the_studys_own_forward_pass_of_the_first_inputs() -> None:
+    """A chaotic tanh net amplifies the rounding of a pass over K rows alone; J is that of the whole-batch pass
+    the study measured, at rows 0..K-1 (float32 autograd through the study's own network and x)."""
+    config = _config(40, 64, "tanh", {"scheme": "xavier_uniform", "gain": 5 / 3}, seed=1, batch=16, samples=3)
+    result = runner.run(config)
+    model, x = _network(config, torch.float32)
+    assert result.jacobian is not None
+    for i in range(3):
+        def row(inputs: torch.Tensor, i: int = i) -> torch.Tensor:
+            return model(torch.cat([x[:i], inputs.unsqueeze(0), x[i + 1:]]))[i]
+
+        exact = torch.linalg.svdvals(torch.autograd.functional.jacobian(row, x[i]).double()).numpy()
+        other = torch.linalg.svdvals(torch.autograd.functional.jacobian(row, x[i + 3]).double()).numpy()
+        np.testing.assert_allclose(result.jacobian.singular_values[i][:8], exact[:8], rtol=1e-4)
+        assert np.abs(result.jacobian.singular_values[i][:8] / other[:8] - 1).max() > 1e-2  # another input differs
 
 
 # ---------------------------------------------------------------- prediction: the papers' closed forms
@@ -151,9 +181,9 @@ def _monte_carlo(depth: int, width: int, activation: str, init: dict[str, Any],
     means, variances = [], []
     for seed in range(seeds):
         model, x = _network(_config(depth, width, activation, init, seed=seed))
-        sigma2 = jacobian.measure(model, x).singular_values ** 2
-        means.append(sigma2.mean(axis=1).mean())
-        variances.append(sigma2.var(axis=1).mean())
+        figures = jacobian.measure(model, x).summary()  # unresolved values count as 0: below rounding
+        means.append(figures["mean_sigma2"])
+        variances.append(figures["var_sigma2"])
     m, v = np.asarray(means), np.asarray(variances)
     return m.mean(), m.std() / math.sqrt(seeds), v.mean(), v.std() / math.sqrt(seeds)
 
@@ -234,6 +264,7 @@ def test_nonfinite_forward_gives_nulls(tmp_path: Path) -> None:
     assert all(figures[k] is None for k in ("mean_sigma2", "var_sigma2", "max_sigma", "min_sigma", "condition"))
     table = pd.read_csv(folder / "jacobian.csv")
     assert len(table) == 2 * 256 and table["singular_value"].isna().all()
+    assert figures["unresolved"] is None and figures["min_sigma_below"] is None
 
 
 @pytest.mark.parametrize("columns", [40, 120])
@@ -245,9 +276,10 @@ def test_cli_writes_the_spectrum_and_prints_the_line(tmp_path: Path, columns: in
     table = pd.read_csv(folder / "jacobian.csv")
     assert list(table.columns) == ["sample", "index", "singular_value"] and len(table) == 4 * 256
     for _, values in table.groupby("sample")["singular_value"]:
-        assert (np.diff(values.to_numpy()) <= 0).all()  # descending per sample
+        kept = values.dropna().to_numpy()
+        assert (np.diff(kept) <= 0).all() and values.iloc[: len(kept)].notna().all()  # descending, unresolved last
     figures = json.loads((folder / "summary.json").read_text())["jacobian"]
-    sigma2 = table["singular_value"].to_numpy().reshape(4, 256) ** 2
+    sigma2 = np.nan_to_num(table["singular_value"].to_numpy().reshape(4, 256)) ** 2  # unresolved: ~0
     assert figures["mean_sigma2"] == pytest.approx(sigma2.mean(axis=1).mean(), rel=1e-12)
     assert figures["var_sigma2"] == pytest.approx(sigma2.var(axis=1).mean(), rel=1e-12)
     assert figures["theory_mean_sigma2"] == pytest.approx(1.0) and figures["theory_var_sigma2"] == pytest.approx(100)
@@ -274,6 +306,6 @@ def test_seeds_pool_every_seeds_inputs(tmp_path: Path) -> None:
     assert list(table.columns) == ["seed", "sample", "index", "singular_value"] and len(table) == 2 * 3 * 32
     assert sorted(table["seed"].unique()) == [1, 2]
     figures = json.loads((folder / "summary.json").read_text())["jacobian"]
-    sigma2 = table["singular_value"].to_numpy().reshape(6, 32) ** 2
+    sigma2 = np.nan_to_num(table["singular_value"].to_numpy().reshape(6, 32)) ** 2  # unresolved: ~0
     assert figures["samples"] == 6 and figures["mean_sigma2"] == pytest.approx(sigma2.mean(), rel=1e-12)
     assert "jacobian: mean σ²" in out
