@@ -22,7 +22,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -135,31 +135,34 @@ def _value(x: float) -> Value:
     return float(x) if math.isfinite(x) else None
 
 
-class ForwardProbe:
-    """Records statistics of module outputs during forward passes inside a ``with`` block.
+Hook = Callable[[nn.Module, Any, torch.Tensor], None]
+Target = tuple[int, str, nn.Module]
+_P = TypeVar("_P", bound="_Probe")
 
-    ``targets`` are ``(layer, site, module)``; the hook for each is bound to its
-    ``(layer, site)``, so replicas and re-created modules are recorded under the layer
-    they stand for.
+
+class _Probe:
+    """What both probes share: a forward hook per target, bound to its ``(layer, site)`` (so replicas and
+    re-created modules are recorded under the layer they stand for), registered on entering the
+    ``with`` block and removed on leaving it, whatever happens inside. Subclasses say what a hook does.
     """
 
-    def __init__(
-        self, targets: Sequence[tuple[int, str, nn.Module]], statistics: dict[str, list[Statistic]]
-    ) -> None:
+    def __init__(self, targets: Sequence[Target], accumulator: Accumulator) -> None:
         self.targets = list(targets)
-        self.accumulator = Accumulator(statistics)
+        self.accumulator = accumulator
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._lock = threading.Lock()  # hooks may add handles from replica threads
 
-    def _hook(self, key: Key) -> Callable[[nn.Module, Any, torch.Tensor], None]:
-        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            self.accumulator.add(key, output)
+    def _hook(self, layer: int, site: str) -> Hook:
+        raise NotImplementedError
 
-        return hook
+    def _keep(self, handle: torch.utils.hooks.RemovableHandle) -> None:
+        with self._lock:
+            self._handles.append(handle)
 
-    def __enter__(self) -> ForwardProbe:
+    def __enter__(self: _P) -> _P:
         try:
             for layer, site, module in self.targets:
-                self._handles.append(module.register_forward_hook(self._hook((layer, site))))
+                self._keep(module.register_forward_hook(self._hook(layer, site)))
         except BaseException:
             self.remove()
             raise
@@ -172,61 +175,53 @@ class ForwardProbe:
 
     def remove(self) -> None:
         """Remove every hook this probe registered (idempotent)."""
-        for handle in self._handles:
+        with self._lock:
+            handles, self._handles = self._handles, []
+        for handle in handles:
             handle.remove()
-        self._handles.clear()
+
+
+class ForwardProbe(_Probe):
+    """Records statistics of module outputs during forward passes inside a ``with`` block.
+
+    ``targets`` are ``(layer, site, module)``; each output is recorded under ``(layer, site)``.
+    """
+
+    def __init__(self, targets: Sequence[Target], statistics: dict[str, list[Statistic]]) -> None:
+        super().__init__(targets, Accumulator(statistics))
+
+    def _hook(self, layer: int, site: str) -> Hook:
+        key = (layer, site)
+
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            self.accumulator.add(key, output)
+
+        return hook
 
     def records(self) -> list[Record]:
         """Tidy records of everything recorded so far."""
         return self.accumulator.records()
 
 
-class GradientProbe:
+class GradientProbe(_Probe):
     """Records statistics of the gradients of module outputs, for forward passes run inside a
     ``with`` block and the backward passes through them.
 
     Each forward hook attaches a tensor hook to the output it sees (when it takes part in
     autograd); autograd calls that hook with the gradient of the output, in whatever thread
     runs that part of the backward pass, and the gradient is recorded under ``(layer,
-    GRADIENT_OF[site])``. Tensor hooks still attached on exit are removed too.
+    GRADIENT_OF[site])`` of the ``accumulator`` given (a :class:`ForwardProbe`'s, so that both
+    directions come back in one transfer). Tensor hooks still attached on exit are removed too.
     """
 
-    def __init__(self, targets: Sequence[tuple[int, str, nn.Module]], accumulator: Accumulator) -> None:
-        self.targets = list(targets)
-        self.accumulator = accumulator
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._lock = threading.Lock()
+    def _hook(self, layer: int, site: str) -> Hook:
+        key = (layer, GRADIENT_OF[site])
 
-    def _hook(self, key: Key) -> Callable[[nn.Module, Any, torch.Tensor], None]:
         def record(grad: torch.Tensor) -> None:
             self.accumulator.add(key, grad)
 
         def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
             if output.requires_grad:
-                handle = output.register_hook(record)  # type: ignore[no-untyped-call]
-                with self._lock:
-                    self._handles.append(handle)
+                self._keep(output.register_hook(record))  # type: ignore[no-untyped-call]
 
         return hook
-
-    def __enter__(self) -> GradientProbe:
-        try:
-            for layer, site, module in self.targets:
-                handle = module.register_forward_hook(self._hook((layer, GRADIENT_OF[site])))
-                self._handles.append(handle)
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Remove every hook this probe registered, forward and tensor hooks (idempotent)."""
-        with self._lock:
-            handles, self._handles = self._handles, []
-        for handle in handles:
-            handle.remove()
