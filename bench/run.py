@@ -105,16 +105,25 @@ def _model(depth: int, width: int, batch: int, device: str) -> tuple[Any, Any, A
     return model, x, (probe_targets(model), sites)
 
 
+Measure = Callable[[int, int, int, int, str], tuple[float, float]]
+
+
+def _ratios(section: Section, measure: Measure, sizes: list[tuple[int, int]], depth: int, reps: int,
+            device: str) -> Section:
+    """``section`` with a row per (width, batch): the bare and probed times ``measure`` gives, and their ratio."""
+    for width, batch in sizes:
+        a, b = measure(depth, width, batch, reps, device)
+        section.rows.append([str(width), str(batch), ms(a), ms(b), f"{b / a:.2f}x"])
+    return section
+
+
 def probe_overhead(sizes: list[tuple[int, int]], depth: int, reps: int, device: str) -> Section:
     section = Section(
         f"Probe overhead ({device}, depth {depth}, tanh)",
         "every probe on <= 1.10x the bare forward at width >= 1024, batch >= 1024",
         ["width", "batch", "bare forward", "probed forward + read-back", "ratio"],
     )
-    for width, batch in sizes:
-        a, b = _overhead(depth, width, batch, reps, device)
-        section.rows.append([str(width), str(batch), ms(a), ms(b), f"{b / a:.2f}x"])
-    return section
+    return _ratios(section, _overhead, sizes, depth, reps, device)
 
 
 def _overhead(depth: int, width: int, batch: int, reps: int, device: str) -> tuple[float, float]:
@@ -146,12 +155,9 @@ def backward_overhead(sizes: list[tuple[int, int]], depth: int, reps: int, devic
         "every probe on, forward and backward, <= 1.25x the bare forward + backward at width >= 1024, batch >= 1024",
         ["width", "batch", "bare forward + backward", "probed forward + backward + read-back", "ratio"],
     )
-    for width, batch in sizes:
-        a, b = _backward_overhead(depth, width, batch, reps, device)
-        section.rows.append([str(width), str(batch), ms(a), ms(b), f"{b / a:.2f}x"])
     section.notes.append("probed: what `initlab.run` records (forward sites with the histogram, the weights, the "
                          "gradients of pre-activations, outputs and weights), read back once at the end")
-    return section
+    return _ratios(section, _backward_overhead, sizes, depth, reps, device)
 
 
 def _backward_overhead(depth: int, width: int, batch: int, reps: int, device: str) -> tuple[float, float]:
@@ -160,13 +166,12 @@ def _backward_overhead(depth: int, width: int, batch: int, reps: int, device: st
 
     from initlab.config import Config
     from initlab.probes import ForwardProbe, GradientProbe
-    from initlab.runner import site_statistics
+    from initlab.runner import record_weights, site_statistics
 
     model, x, (targets, _) = _model(depth, width, batch, device)
     sites = site_statistics(Config.model_validate({"model": {"activation": "tanh"}}))
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    linears = model.linears()
 
     def bare() -> None:
         model.zero_grad(set_to_none=True)
@@ -176,11 +181,9 @@ def _backward_overhead(depth: int, width: int, batch: int, reps: int, device: st
     def probed() -> None:
         model.zero_grad(set_to_none=True)
         with ForwardProbe(targets, sites) as probe, GradientProbe(targets, probe.accumulator):
-            for i, linear in enumerate(linears):
-                probe.accumulator.add((i, "weight"), linear.weight)
+            record_weights(probe.accumulator, model, "weight")
             model(x).backward(g)
-            for i, linear in enumerate(linears):
-                probe.accumulator.add((i, "weight_grad"), linear.weight.grad)
+            record_weights(probe.accumulator, model, "weight_grad")
             probe.records()  # reads back, so it synchronises too
 
     ta, tb = interleaved(bare, probed, reps)

@@ -705,15 +705,6 @@ def _verdict_figures(verdict: Verdict, seeds: Sequence[dict[str, Any]], prefix: 
     return {prefix + key: value for key, value in row.items() if prefix + key in allowed}
 
 
-def largest_value(dtype: str) -> float:
-    """The largest finite value of a config's ``dtype`` (a prediction within a factor 8 of it is non-finite)."""
-    import torch
-
-    from initlab.devices import DTYPES
-
-    return float(torch.finfo(DTYPES[dtype]).max)
-
-
 def median_verdict(
     trace: pd.DataFrame, summaries: Sequence[dict[str, Any]], width: int, thresholds: VerdictConfig,
     signal: Signal = "forward", *, backward_of: Config | None = None,
@@ -732,7 +723,9 @@ def median_verdict(
         assert backward_of is not None and backward_of.backward is not None
         upstream, activation = backward_of.backward.upstream, backward_of.model.activation
         shared = backward_theory_summary(theory, upstream, activation) if theory is not None else None
-        return judge_backward(measured, thresholds, expected, shared, largest_value(backward_of.dtype))
+        from initlab.devices import largest  # torch: only once a sweep runs
+
+        return judge_backward(measured, thresholds, expected, shared, largest(backward_of.dtype))
     verdict = classify(measured, thresholds, theory)
     if theory is not None:
         figures = {k: summaries[0][k] for k in ("theory_regime", "theory_ratio")}

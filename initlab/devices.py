@@ -31,6 +31,12 @@ _FLOAT64_COPIES = 2
 _SAVED_PER_BLOCK = 2
 
 
+def largest(dtype: str) -> float:
+    """The largest finite value of a config's ``dtype`` (what overflows beyond it; predictions near it count
+    as non-finite)."""
+    return float(torch.finfo(DTYPES[dtype]).max)
+
+
 @dataclass(frozen=True)
 class Placement:
     """The device the model lives on and, under DataParallel, the replicas' device ids."""

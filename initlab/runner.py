@@ -11,7 +11,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,8 +21,8 @@ from torch import nn
 from initlab import __version__, devices, jacobian, jacobian_theory
 from initlab.config import BackwardConfig, Config
 from initlab.gradient_theory import GradientPrediction, backward_theory_summary, gradient_prediction
-from initlab.model import ConstructionDraws, build, draw_input, probe_targets
-from initlab.probes import ForwardProbe, GradientProbe, Record
+from initlab.model import MLP, ConstructionDraws, build, draw_input, probe_targets
+from initlab.probes import Accumulator, ForwardProbe, GradientProbe, Record
 from initlab.regimes import Trace, Verdict, backward_trace, judge, judge_backward
 from initlab.statistics import Statistic, histogram_edges, statistics_for
 from initlab.theory import Prediction, input_second_moment, predict
@@ -95,7 +95,7 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
     table = layer_table(pd.DataFrame.from_records([r for r in records if r["site"] != "input"]), config.model.depth)
     prediction = predict(config, input_second_moment(config.data))
-    largest = torch.finfo(devices.DTYPES[config.dtype]).max
+    largest = devices.largest(config.dtype)
     verdict = judge(trace_of(table, input_std, config.model.width), config.verdict, prediction, largest)
     gradient = None
     if config.backward is not None:
@@ -205,8 +205,7 @@ def _passes(
     targets = probe_targets(model)
     with torch.set_grad_enabled(backward), ForwardProbe(targets, site_statistics(config)) as probe, \
             GradientProbe(targets if backward else [], probe.accumulator):
-        for i, linear in enumerate(model.linears()):
-            probe.accumulator.add((i, "weight"), linear.weight)
+        record_weights(probe.accumulator, model, "weight")
         probe.accumulator.add((-1, "input"), x)
         tick = time.perf_counter()
         y = network(x)
@@ -214,9 +213,7 @@ def _passes(
         if config.backward is not None:
             tick = time.perf_counter()
             y.backward(upstream_gradient(config.backward, y, g))
-            for i, linear in enumerate(model.linears()):
-                assert linear.weight.grad is not None  # every weight takes part in the output
-                probe.accumulator.add((i, "weight_grad"), linear.weight.grad)
+            record_weights(probe.accumulator, model, "weight_grad")
             timings["backward_s"] = time.perf_counter() - tick
         del y
         tick = time.perf_counter()
@@ -226,6 +223,14 @@ def _passes(
     spectrum = jacobian.measure(model, x, config.jacobian.samples) if config.jacobian is not None else None
     timings |= {"jacobian_s": time.perf_counter() - tick} if spectrum is not None else {}
     return records, timings, spectrum
+
+
+def record_weights(accumulator: Accumulator, model: MLP, site: Literal["weight", "weight_grad"]) -> None:
+    """Add every block's weight matrix, or its gradient after a backward pass, to ``accumulator`` under ``site``."""
+    for i, linear in enumerate(model.linears()):
+        tensor = linear.weight if site == "weight" else linear.weight.grad
+        assert tensor is not None  # every weight takes part in the output
+        accumulator.add((i, site), tensor)
 
 
 def site_statistics(config: Config) -> dict[str, list[Statistic]]:
