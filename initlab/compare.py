@@ -69,6 +69,7 @@ from initlab.regimes import (
 from initlab.results import csv_text, git_commit, run_id, to_json, write_folder
 from initlab.schemes import Scheme
 from initlab.schemes import names as scheme_names
+from initlab.signals import BACKWARD, FORWARD, SIGNALS, SignalColumns
 
 if TYPE_CHECKING:
     from initlab.model import ConstructionDraws
@@ -559,27 +560,6 @@ def _merged_columns(orders: Sequence[list[str]], skip: Sequence[str]) -> list[st
     return merged
 
 
-@dataclass(frozen=True)
-class SignalColumns:
-    """Where a signal's trace is in the per-layer table, and where its median trace goes in traces.csv."""
-
-    signal: Signal
-    value: str  # the per-layer value of the trace (layers.csv)
-    nonfinite: tuple[str, ...]  # counts that make a layer's value non-finite
-    fractions: tuple[str, ...]  # per-layer fractions whose median is kept (saturated, dead)
-    predicted: str  # the mean-field prediction of ``value`` (layers.csv and traces.csv)
-    prefix: str  # of the median trace's columns in traces.csv and the verdict's in summary.csv
-
-
-#: The forward signal: block-output std; its median trace is ``median``, ``low``, ``high``, ``seeds``.
-FORWARD = SignalColumns("forward", "std", ("nonfinite", "pre_nonfinite"), ("saturated", "dead"), "theory_std", "")
-#: The backward signal: the gradient's rms; ``grad_median``, ``grad_low``, ``grad_high`` in traces.csv and
-#: ``backward_*`` in summary.csv.
-BACKWARD = SignalColumns("backward", "grad_rms", ("grad_nonfinite", "pre_grad_nonfinite"), (), "theory_grad_rms",
-                         "grad_")
-SIGNALS = {"forward": FORWARD, "backward": BACKWARD}
-
-
 def median_traces(layers: pd.DataFrame) -> pd.DataFrame:
     """Per cell and layer: the forward median trace (``median``, ``low``, ``high``, ``seeds``, the fractions'
     medians, ``theory_std``) and, where the cells ran a backward pass, the backward one beside it
@@ -612,10 +592,9 @@ def signal_traces(layers: pd.DataFrame, columns: SignalColumns) -> pd.DataFrame:
     frame = layers[CELL_KEYS + ["seed", "layer", *fractions, *predicted]].assign(
         as_inf=value.where(~bad, np.inf), finite=value.where(~bad))
     grouped = frame.groupby(CELL_KEYS + ["layer"], sort=False)
-    p = columns.prefix
     out = pd.DataFrame({
-        f"{p}median": grouped["as_inf"].median(), f"{p}low": grouped["finite"].min(),
-        f"{p}high": grouped["finite"].max(), f"{p}seeds": grouped["seed"].count(),
+        columns.median: grouped["as_inf"].median(), columns.low: grouped["finite"].min(),
+        columns.high: grouped["finite"].max(), f"{columns.prefix}seeds": grouped["seed"].count(),
         **{c: grouped[c].median() for c in fractions},
         **{c: grouped[c].first() for c in predicted},  # first() skips missing values: the first finite one
     })
@@ -630,7 +609,7 @@ _SUMMARY_FIGURES = ["nonfinite", "first_nonfinite_layer", "nonfinite_site", "fir
                     "theory_agrees", "shape", "reason", "notes"]
 #: The backward verdict's columns of summary.csv: ``backward_`` and the figures that apply to a gradient
 #: (``first_std``/``last_std`` are the upstream gradient's and the first layer's rms).
-_BACKWARD_FIGURES = [f"backward_{name}" for name in ["regime", "agree", *_SUMMARY_FIGURES]
+_BACKWARD_FIGURES = [BACKWARD.summary + name for name in ["regime", "agree", *_SUMMARY_FIGURES]
                      if name not in ("input_std", "saturated_fraction", "dead_fraction")]
 
 
@@ -686,11 +665,11 @@ def _backward_row(summaries: list[dict[str, Any]], trace: pd.DataFrame | None, c
     cell ran no backward pass (or has no finished seed)."""
     row: dict[str, Any] = dict.fromkeys(_BACKWARD_FIGURES)
     seeds = [s["backward"] for s in summaries if s.get("backward") is not None]
-    if trace is None or config is None or not seeds or len(seeds) < len(summaries) or "grad_median" not in trace:
+    if trace is None or config is None or not seeds or len(seeds) < len(summaries) or BACKWARD.median not in trace:
         return row
     verdict = median_verdict(trace, summaries, config.model.width, config.verdict, "backward",
                              backward_of=config)
-    return row | _verdict_figures(verdict, seeds, "backward_")
+    return row | _verdict_figures(verdict, seeds, BACKWARD.summary)
 
 
 def _verdict_figures(verdict: Verdict, seeds: Sequence[dict[str, Any]], prefix: str) -> dict[str, Any]:
@@ -738,7 +717,7 @@ def cell_trace(trace: pd.DataFrame, summaries: Sequence[dict[str, Any]], width: 
     """A cell's median trace as the verdict reads it. Forward: the reference is the seeds' median input std;
     backward: the gradient from the last block down (:func:`initlab.regimes.backward_trace`), the
     reference the median upstream gradient."""
-    median = trace[SIGNALS[signal].prefix + "median"].to_numpy()
+    median = trace[SIGNALS[signal].median].to_numpy()
     finite = np.isfinite(median)
     values = [float(s) if f else None for s, f in zip(median, finite, strict=True)]
     if signal == "backward":
@@ -762,7 +741,7 @@ def _summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
               "saturated_fraction", "dead_fraction", "depth_over_width", "ratio_low", "ratio_high", "theory_ratio"]
     booleans = ["nonfinite", "theory_agrees"]
     dtypes = {**dict.fromkeys(ints, "Int64"), **dict.fromkeys(floats, "float64"), **dict.fromkeys(booleans, "boolean")}
-    backward = {f"backward_{c}": dtype for c, dtype in dtypes.items() if f"backward_{c}" in _BACKWARD_FIGURES}
+    backward = {BACKWARD.summary + c: dtype for c, dtype in dtypes.items() if BACKWARD.summary + c in _BACKWARD_FIGURES}
     typed: pd.DataFrame = frame.astype({**dtypes, **backward})
     return typed
 

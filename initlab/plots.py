@@ -30,6 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from initlab.signals import BACKWARD as BACKWARD_COLUMNS
+from initlab.signals import FORWARD as FORWARD_COLUMNS
+from initlab.signals import SignalColumns
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -52,24 +56,45 @@ PREDICTED_WIDTH = 0.8
 
 @dataclass(frozen=True)
 class SignalPlot:
-    """What a trace figure draws of one signal: the traces' columns, the summary's verdict column, the words."""
+    """What a trace figure draws of one signal: where its columns are (:class:`initlab.compare.SignalColumns`),
+    and the words."""
 
-    median: str  # columns of the median traces (initlab.compare.median_traces)
-    low: str
-    high: str
-    predicted: str
-    regime: str  # the verdict's column of the summary
+    columns: SignalColumns
     what: str  # the title's subject
     ylabel: str
     overflow: str  # the legend's words for the x where the line stops
-    backward: bool  # the signal travels from the last layer down: its line ends at layer 0
+
+    @property
+    def median(self) -> str:
+        return self.columns.median
+
+    @property
+    def low(self) -> str:
+        return self.columns.low
+
+    @property
+    def high(self) -> str:
+        return self.columns.high
+
+    @property
+    def predicted(self) -> str:
+        return self.columns.predicted
+
+    @property
+    def regime(self) -> str:
+        """The verdict's column of the summary."""
+        return self.columns.summary + "regime"
+
+    @property
+    def backward(self) -> bool:
+        """The signal travels from the last layer down: its line ends at layer 0."""
+        return self.columns.signal == "backward"
 
 
-FORWARD = SignalPlot("median", "low", "high", "theory_std", "regime", "block-output std by layer",
-                     "std of block output", "outputs non-finite after this layer", False)
-BACKWARD = SignalPlot("grad_median", "grad_low", "grad_high", "theory_grad_rms", "backward_regime",
-                      "gradient rms by layer (backward pass, from the last layer down)",
-                      "rms of the gradient of block output", "gradients non-finite below this layer", True)
+FORWARD = SignalPlot(FORWARD_COLUMNS, "block-output std by layer", "std of block output",
+                     "outputs non-finite after this layer")
+BACKWARD = SignalPlot(BACKWARD_COLUMNS, "gradient rms by layer (backward pass, from the last layer down)",
+                      "rms of the gradient of block output", "gradients non-finite below this layer")
 
 
 def std_figure(comparison: Comparison) -> Any:

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from initlab.results import table_records, to_json
+from initlab.signals import BACKWARD, FORWARD, SignalColumns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -180,43 +181,40 @@ def study_json(study: SeedStudy, folder: Path | None) -> str:
 
 
 def seeds_table(study: SeedStudy, every: int = 1) -> FittedTable:
-    """Per layer: the median std over seeds, the band (min and max of the finite ones), and
-    how many seeds are non-finite there."""
+    """Per layer: the median std over seeds, its prediction, the band (min and max of the finite ones), and
+    how many seeds are non-finite there; the same of the gradient's rms where the backward pass ran."""
     traces, summary = study.traces, study.summary
-    bad = (study.layers["nonfinite"] > 0).groupby(study.layers["layer"]).sum()
     rows = shown_rows(traces, every, [summary.get("first_nonfinite_layer"), summary.get("first_zero_layer")])
-    picked = traces.iloc[rows]
-    predicted = study.runs[0].layers.get("theory_std")  # the same prediction for every seed
-    columns = [Col("layer", [str(v) for v in picked["layer"]]),
-               Col("median std", [_std_text(v).plain for v in picked["median"]]),
-               *([Col("std\ntheory", [fmt(predicted.iloc[i], 3) for i in rows])]
-                 if predicted is not None and _shown(predicted) else []),
-               Col("min std", [fmt(v, 3) for v in picked["low"]]), Col("max std", [fmt(v, 3) for v in picked["high"]])]
-    if bad.any():
-        columns.append(Col("nonfinite\nseeds", [str(int(bad[layer])) for layer in picked["layer"]]))
-    columns += _gradient_columns(study, rows)
-    what = "std and gradient rms" if "grad_median" in traces.columns else "std"
+    columns = [Col("layer", [str(v) for v in traces.iloc[rows]["layer"]])]
+    columns += _band_columns(study, rows, FORWARD, "std", " ", "nonfinite\nseeds")
+    columns += _band_columns(study, rows, BACKWARD, "grad rms", "\n", "nonfinite\ngrad seeds")
+    what = "std and gradient rms" if BACKWARD.median in traces.columns else "std"
     title = f"{study.config.name}: per-layer {what} over {len(study.runs)} seeds ({study.seeds[0]}-{study.seeds[-1]})"
     return FittedTable(title, columns[:1], columns[1:])
 
 
-def _gradient_columns(study: SeedStudy, rows: list[int]) -> list[Col]:
-    """The backward median trace's columns of :func:`seeds_table`: median gradient rms, its prediction, its band
-    and the seeds whose gradient is non-finite there; none without a backward pass."""
+def _band_columns(study: SeedStudy, rows: list[int], signal: SignalColumns, what: str, gap: str, bad: str
+                  ) -> list[Col]:
+    """One signal's columns of :func:`seeds_table`: the median, its prediction, the band and the seeds whose
+    value is non-finite at the layer; none where the study did not follow that signal."""
     traces = study.traces
-    if "grad_median" not in traces.columns:
+    if signal.median not in traces.columns:
         return []
     picked = traces.iloc[rows]
-    predicted = traces.get("theory_grad_rms")
-    columns = [Col("median\ngrad rms", [_std_text(v).plain for v in picked["grad_median"]]),
-               *([Col("grad rms\ntheory", [fmt(predicted.iloc[i], 3) for i in rows])]
+    predicted = traces.get(signal.predicted)  # the same prediction for every seed
+    columns = [Col(f"median{gap}{what}", [_std_text(v).plain for v in picked[signal.median]]),
+               *([Col(f"{what}\ntheory", [fmt(predicted.iloc[i], 3) for i in rows])]
                  if predicted is not None and _shown(predicted) else []),
-               Col("min\ngrad rms", [fmt(v, 3) for v in picked["grad_low"]]),
-               Col("max\ngrad rms", [fmt(v, 3) for v in picked["grad_high"]])]
-    bad = (study.layers["grad_nonfinite"] > 0) | (study.layers["pre_grad_nonfinite"] > 0)
-    per_layer = bad.groupby(study.layers["layer"]).sum()
+               Col(f"min{gap}{what}", [fmt(v, 3) for v in picked[signal.low]]),
+               Col(f"max{gap}{what}", [fmt(v, 3) for v in picked[signal.high]])]
+    layers = study.layers
+    nonfinite = layers["layer"] < 0  # none yet
+    for name in signal.nonfinite:  # as the median trace counts them: a hidden overflow is one too
+        if name in layers.columns:
+            nonfinite |= layers[name].fillna(0) > 0
+    per_layer = nonfinite.groupby(layers["layer"]).sum()
     if per_layer.any():
-        columns.append(Col("nonfinite\ngrad seeds", [str(int(per_layer[layer])) for layer in picked["layer"]]))
+        columns.append(Col(bad, [str(int(per_layer[layer])) for layer in picked["layer"]]))
     return columns
 
 
