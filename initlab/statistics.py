@@ -81,47 +81,70 @@ def _count(x: torch.Tensor, value: int) -> torch.Tensor:
 
 def _moments_partial(x: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(x.shape[0], -1)
-    xd = _scratch(flat, torch.float64).copy_(flat)  # our own copy: centred in place below
-    mean = _rowwise(torch.mean, xd)
-    assert isinstance(mean, torch.Tensor)
-    m2 = _m2_one_pass(xd, mean) if xd.device.type == "cpu" else None
-    if m2 is None:
-        # Two passes in float64 (mean, then squared deviations): no cancellation, and squares
-        # of values near float32's limit stay finite.
-        norm = _rowwise(torch.linalg.vector_norm, xd.sub_(mean))
-        assert isinstance(norm, torch.Tensor)
-        m2 = norm.square()
-    return torch.cat([_count(x, flat.shape[1]), mean, m2, _nonfinite(flat, mean)], dim=1)
+    if flat.device.type != "cpu":
+        return _moments_two_pass(flat)
+    # On the CPU reading a sum back costs nothing: the per-row arithmetic is done on the host, in
+    # numpy, instead of a dozen tiny tensor operations each costing more than a slice's sum.
+    n = flat.shape[1]
+    s1, s2 = _sums(flat)
+    mean = s1 / n
+    with np.errstate(invalid="ignore", over="ignore"):
+        m2 = s2 - n * mean * mean
+        # The one-pass M2 = S2 - n mean^2 is kept where M2 >= _ONE_PASS_FLOOR x S2 (the mean at
+        # most ~10 stds from 0); elsewhere, or where anything is non-finite, a second pass.
+        redo = ~np.isfinite(s2) | (m2 < _ONE_PASS_FLOOR * s2)
+    if redo.any():
+        m2 = np.where(redo, _sums(flat, centre=mean)[1], m2)
+    # A float64 mean of float32 values is finite exactly when every value is (the sum cannot
+    # overflow): only rows with a non-finite mean need their non-finite values counted.
+    bad = np.zeros_like(mean) if np.isfinite(mean).all() else _nonfinite(flat).cpu().numpy()[:, 0]
+    return torch.from_numpy(np.stack([np.full_like(mean, n), mean, m2, bad], axis=1))
 
 
-#: The one-pass M2 = S2 - n mean^2 is kept where M2 >= this fraction of S2 (the mean at most
-#: ~10 stds from 0): its relative error is then at most ~1/this x that of S2's cascade sum
-#: (~1e-15), far below the 1e-12 the statistics promise.
+def _moments_two_pass(flat: torch.Tensor) -> torch.Tensor:
+    """Moments in two float64 passes (mean, then squared deviations), reading nothing back (on a
+    GPU a read would synchronise): no cancellation, and squares near float32's limit stay finite."""
+    xd = flat.to(torch.float64, copy=True)  # our own: centred in place
+    mean = xd.mean(dim=1, keepdim=True)
+    m2 = xd.sub_(mean).square_().sum(dim=1, keepdim=True)
+    return torch.cat([_count(flat, flat.shape[1]), mean, m2, _nonfinite(flat)], dim=1)
+
+
+#: The relative error of the one-pass M2 is at most ~1/this x that of S2's sum (~1e-15), far
+#: below the 1e-12 the statistics promise.
 _ONE_PASS_FLOOR = 0.01
+#: On the CPU, float64 sums are taken slice by slice: each slice of this many elements is cast
+#: into a scratch buffer small enough to stay in cache for the passes over it (1 MiB of float64).
+_SLICE = 1 << 17
 
 
-def _m2_one_pass(xd: torch.Tensor, mean: torch.Tensor) -> torch.Tensor | None:
-    """Sum of squared deviations of each float64 row from S2 - n mean^2, one pass instead of two
-    (a CPU is memory-bound here: the second pass and the in-place centring cost as much as the
-    rest); None where cancellation could cost precision or anything is non-finite (then two passes)."""
-    squares = _rowwise(torch.linalg.vector_norm, xd)
-    assert isinstance(squares, torch.Tensor)
-    s2 = squares.square()
-    m2 = s2 - xd.shape[1] * mean * mean
-    if not bool(torch.isfinite(s2).all()) or bool((m2 < _ONE_PASS_FLOOR * s2).any()):
-        return None
-    return m2
+def _sums(flat: torch.Tensor, centre: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 sum and sum of squares of each row of a CPU ``flat`` (k, n), each (k,), of the
+    values minus ``centre`` (k,) when given (the second pass of the two-pass M2)."""
+    k = flat.shape[0]
+    # A single row is cut into 1-D slices: torch's full reductions beat reductions along a dimension.
+    parts = torch.split(flat.reshape(-1), _SLICE) if k == 1 else torch.split(flat, max(1, _SLICE // k), dim=1)
+    shift = None if centre is None else torch.from_numpy(centre if k == 1 else centre[:, None])
+    buffer = _scratch(parts[0], torch.float64)
+    sums = np.zeros((2, len(parts), k))
+    for i, part in enumerate(parts):
+        xd = buffer[: part.shape[0]] if k == 1 else buffer[:, : part.shape[1]]
+        xd.copy_(part)
+        if shift is not None:
+            xd.sub_(shift)
+        sums[0, i] = _total(xd)
+        sums[1, i] = _total(xd.mul_(xd))  # a float32 value's square is exact in float64
+    first, second = sums.sum(axis=1)
+    return first, second
 
 
-def _nonfinite(flat: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """Non-finite values per row of ``flat``, (k, 1) float64.
+def _total(xd: torch.Tensor) -> np.ndarray:
+    """Sum of a 1-D tensor, or of each row of a 2-D one, in numpy."""
+    return (xd.sum() if xd.dim() == 1 else xd.sum(dim=1)).numpy()
 
-    A float64 mean of float32 values is finite exactly when every value is (the sum cannot
-    overflow), so on the CPU, where reading it costs nothing, rows with a finite mean skip
-    the counting pass; on a GPU the count is always taken, as reading would synchronise.
-    """
-    if flat.device.type == "cpu" and bool(torch.isfinite(mean).all()):
-        return torch.zeros_like(mean)
+
+def _nonfinite(flat: torch.Tensor) -> torch.Tensor:
+    """Non-finite values per row of ``flat``, (k, 1) float64."""
     counted = _rowwise(torch.count_nonzero, flat - flat)  # x - x: 0 where x is finite, NaN elsewhere
     assert isinstance(counted, torch.Tensor)
     return counted.to(torch.float64)
@@ -164,35 +187,24 @@ GRADIENT_MOMENTS = Statistic("moments", _moments_partial, merge_moments, _gradie
 
 
 def _weight_moments_partial(x: torch.Tensor) -> torch.Tensor:
+    if x.device.type == "cpu":
+        # Slice by slice in a small scratch buffer: no tensor-sized temporary, which for a thousand
+        # layers' weights would fragment the heap that holds them.
+        out = _moments_partial(x)
+        count, mean, spread = out[:, 0], out[:, 1], out[:, 2]
+        spread[spread <= _NOISE * (spread + count * mean * mean)] = 0.0  # a constant's rounding noise, as below
+        return out
+    # One pass and no float64 copy: the float64 sum and sum of squares (a float32 square is exact
+    # in float64), reading nothing back.
     flat = x.reshape(x.shape[0], -1)
     n = flat.shape[1]
-    if flat.device.type == "cpu" and flat.dtype == torch.float32 and flat.numel() <= _SCRATCH_MAX:
-        # The float64 copy goes to the reused scratch buffer: no temporary per layer, and torch's
-        # reductions use every core where numpy's casting reductions use one (2x on 2 cores). A
-        # float64 sum of float32 values below 2**29 of them is exact for a constant: its std is 0.
-        return _moments_partial(x)
-    # One pass over the tensor and no float64 copy of it: the float64 sum and sum of
-    # squares (a float32 square is exact in float64). On the CPU numpy casts in small
-    # buffers, so no tensor-sized temporary is allocated at all: a thousand layers'
-    # temporaries would otherwise fragment the heap that holds the weights.
-    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
-        rows = flat.numpy()
-        with np.errstate(invalid="ignore", over="ignore"):  # gradients of an overflowed pass: counted below
-            sums = np.array([[np.add.reduce(row, dtype=np.float64),
-                              np.einsum("i,i->", row, row, dtype=np.float64, casting="safe")] for row in rows])
-        total, squares = (torch.from_numpy(sums[:, j : j + 1]) for j in range(2))
-        nonfinite = torch.from_numpy(
-            np.array([[0.0 if np.isfinite(s) else float(np.count_nonzero(~np.isfinite(r)))]
-                      for s, r in zip(sums[:, 1], rows, strict=True)])
-        )
-    else:
-        total_, norm_, bad_ = (
-            _rowwise(torch.sum, flat, dtype=torch.float64),
-            _rowwise(torch.linalg.vector_norm, flat, dtype=torch.float64),
-            _rowwise(torch.count_nonzero, flat - flat),
-        )
-        assert isinstance(total_, torch.Tensor) and isinstance(norm_, torch.Tensor) and isinstance(bad_, torch.Tensor)
-        total, squares, nonfinite = total_, norm_.square(), bad_.to(torch.float64)
+    total_, norm_, bad_ = (
+        _rowwise(torch.sum, flat, dtype=torch.float64),
+        _rowwise(torch.linalg.vector_norm, flat, dtype=torch.float64),
+        _rowwise(torch.count_nonzero, flat - flat),
+    )
+    assert isinstance(total_, torch.Tensor) and isinstance(norm_, torch.Tensor) and isinstance(bad_, torch.Tensor)
+    total, squares, nonfinite = total_, norm_.square(), bad_.to(torch.float64)
     # M2 = S2 - S1^2/n cancels only where the std is below the float32 resolution of the
     # mean; there it is rounding noise, reported as 0.
     m2 = squares - total * (total / n)
@@ -204,9 +216,9 @@ def _weight_moments_partial(x: torch.Tensor) -> torch.Tensor:
 _NOISE = 64 * float(np.finfo(np.float64).eps)
 
 
-#: Moments of weights: one pass and no float64 copy, cheaper than :data:`MOMENTS` for the
-#: many weight matrices of a sweep; for tensors far from float32's limit (M2 needs their
-#: squares' sum to stay finite) and whose std is not below their mean's resolution.
+#: Moments of weights: :data:`MOMENTS` on the CPU; on a GPU one pass and no float64 copy, for
+#: tensors far from float32's limit (M2 needs their squares' sum to stay finite) and whose std
+#: is not below their mean's resolution.
 WEIGHT_MOMENTS = Statistic("moments", _weight_moments_partial, merge_moments, _moments_final)
 
 
@@ -235,10 +247,14 @@ def saturation(low: float, high: float, margin: float) -> Statistic:
 
     def partial(x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(x.shape[0], -1)
-        away = torch.abs(flat if centre == 0 else flat - centre, out=_scratch(flat, flat.dtype))
-        hits = _rowwise(torch.count_nonzero, torch.ge(away, reach, out=_scratch(flat, torch.bool)))
-        assert isinstance(hits, torch.Tensor)
-        return torch.cat([hits.to(torch.float64), _count(x, flat.shape[1])], dim=1)
+        away = _scratch(flat, flat.dtype)
+        away = torch.abs(flat, out=away) if centre == 0 else torch.sub(flat, centre, out=away).abs_()
+        hits = away.ge_(reach)  # 1 where saturated, 0 elsewhere, in place: no boolean tensor
+        # Counts of ones are exact in a float32 or float64 sum below 2**24 (float32's integers).
+        exact = flat.dtype in (torch.float32, torch.float64) and flat.shape[1] < 1 << 24
+        counted = _rowwise(torch.sum if exact else torch.count_nonzero, hits)
+        assert isinstance(counted, torch.Tensor)
+        return torch.cat([counted.to(torch.float64), _count(x, flat.shape[1])], dim=1)
 
     return Statistic(
         "saturated",
@@ -299,11 +315,16 @@ def _histogram_partial(x: torch.Tensor) -> torch.Tensor:
 
 def _counts(flat: torch.Tensor) -> torch.Tensor:
     """Bin counts of each row of a float32 ``flat`` (k, n), flattened to (k * bins,), on its device."""
-    codes = torch.bitwise_and(flat.view(torch.int32), 0x7FFFFFFF, out=_scratch(flat, torch.int32))
-    codes.bitwise_right_shift_(23)
-    if flat.shape[0] > 1:
-        codes += torch.arange(flat.shape[0], dtype=torch.int32, device=flat.device)[:, None] * HISTOGRAM_BINS
-    return torch.bincount(codes.reshape(-1), minlength=flat.shape[0] * HISTOGRAM_BINS).to(torch.float64)
+    # The arithmetic shift keeps the sign: -256 + e for negative values, e for the others. Counting
+    # the two signs apart and adding them is faster than clearing the sign first: half as many
+    # increments of one counter follow each other, and the counting loop is bound by them.
+    codes = torch.bitwise_right_shift(flat.view(torch.int32), 23, out=_scratch(flat, torch.int32))
+    rows = flat.shape[0]
+    if rows > 1:
+        codes += torch.arange(rows, dtype=torch.int32, device=flat.device)[:, None] * (2 * HISTOGRAM_BINS)
+    codes += HISTOGRAM_BINS
+    counts = torch.bincount(codes.reshape(-1), minlength=rows * 2 * HISTOGRAM_BINS)
+    return counts.view(rows, 2, HISTOGRAM_BINS).sum(dim=1).reshape(-1).to(torch.float64)
 
 
 #: Counts of |x| by power of two (:data:`HISTOGRAM_BINS`): the "colorful dimension" view of a

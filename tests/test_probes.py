@@ -130,3 +130,35 @@ def test_weight_moments_agree_with_float64_and_are_exact_for_constants(dtype: to
     assert values[(0, "mean")] == pytest.approx(reference.mean().item(), rel=1e-12)
     assert values[(1, "std")] == 0.0  # a constant has no spread, not rounding noise
     assert (values[(2, "std")], values[(2, "nonfinite")]) == (None, 1)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3])  # 1e3 stds from 0: the two-pass fallback
+@pytest.mark.parametrize("rows", [1, 3])
+def test_moments_summed_slice_by_slice_equal_float64(monkeypatch: pytest.MonkeyPatch, rows: int, offset: float) -> None:
+    """Float64 sums are taken over cache-sized slices (here 64 elements, uneven last slice): the
+    moments still equal numpy's float64 ones, for one tensor and for a stack of several."""
+    from initlab import statistics
+
+    monkeypatch.setattr(statistics, "_SLICE", 64)
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(rows, 7, 53, generator=generator) + offset
+    merged = merge_moments(MOMENTS.partial(x).numpy()[:, None, :])
+    reference = x.reshape(rows, -1).double().numpy()
+    assert merged[:, 0].tolist() == [7 * 53] * rows
+    assert merged[:, 1] == pytest.approx(reference.mean(axis=1), rel=1e-14)
+    squares = ((reference - reference.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    assert merged[:, 2] == pytest.approx(squares, rel=1e-12)
+    x[-1, 6, 50] = math.nan  # in the last, short slice of the last row
+    counted = MOMENTS.partial(x).numpy()
+    assert counted[:, 3].tolist() == [0] * (rows - 1) + [1] and np.isnan(counted[-1, 2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_saturation_counts_are_exact_beyond_the_dtype_integers(dtype: torch.dtype) -> None:
+    """float16 holds integers exactly only up to 2048, bfloat16 up to 256: counts stay exact."""
+    x = torch.zeros(1, 3001, dtype=dtype)
+    x[0, :2999] = 1.0
+    x[0, 5] = -1.0
+    partial = STATISTICS["saturated"](parse_activation("tanh"))
+    assert partial is not None
+    assert partial.partial(x).tolist() == [[2999.0, 3001.0]]
