@@ -12,6 +12,7 @@ its weights, and the gradients of each) records is declared in :data:`SITE_STATI
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,14 +80,17 @@ def _count(x: torch.Tensor, value: int) -> torch.Tensor:
 # ---------------------------------------------------------------- moments
 
 
-def _moments_partial(x: torch.Tensor) -> torch.Tensor:
+def _moments_partial(x: torch.Tensor, absmax: bool = False) -> torch.Tensor:
+    """(k, 4) count, mean, M2 and non-finite count of each row of ``x``, and max |x| when ``absmax``
+    (taken in the same pass on the CPU: the slice is then read from memory once for both)."""
     flat = x.reshape(x.shape[0], -1)
     if flat.device.type != "cpu":
-        return _moments_two_pass(flat)
+        two_pass = _moments_two_pass(flat)
+        return torch.cat([two_pass, _absmax_partial(flat)], dim=1) if absmax else two_pass
     # On the CPU reading a sum back costs nothing: the per-row arithmetic is done on the host, in
     # numpy, instead of a dozen tiny tensor operations each costing more than a slice's sum.
     n = flat.shape[1]
-    s1, s2 = _sums(flat)
+    s1, s2, *extremes = _slice_pass(flat, absmax=absmax)
     mean = s1 / n
     with np.errstate(invalid="ignore", over="ignore"):
         m2 = s2 - n * mean * mean
@@ -94,11 +98,11 @@ def _moments_partial(x: torch.Tensor) -> torch.Tensor:
         # most ~10 stds from 0); elsewhere, or where anything is non-finite, a second pass.
         redo = ~np.isfinite(s2) | (m2 < _ONE_PASS_FLOOR * s2)
     if redo.any():
-        m2 = np.where(redo, _sums(flat, centre=mean)[1], m2)
+        m2 = np.where(redo, _slice_pass(flat, centre=mean)[1], m2)
     # A float64 mean of float32 values is finite exactly when every value is (the sum cannot
     # overflow): only rows with a non-finite mean need their non-finite values counted.
     bad = np.zeros_like(mean) if np.isfinite(mean).all() else _nonfinite(flat).cpu().numpy()[:, 0]
-    return torch.from_numpy(np.stack([np.full_like(mean, n), mean, m2, bad], axis=1))
+    return torch.from_numpy(np.stack([np.full_like(mean, n), mean, m2, bad, *extremes], axis=1))
 
 
 def _moments_two_pass(flat: torch.Tensor) -> torch.Tensor:
@@ -114,33 +118,51 @@ def _moments_two_pass(flat: torch.Tensor) -> torch.Tensor:
 #: below the 1e-12 the statistics promise.
 _ONE_PASS_FLOOR = 0.01
 #: On the CPU, float64 sums are taken slice by slice: each slice of this many elements is cast
-#: into a scratch buffer small enough to stay in cache for the passes over it (1 MiB of float64).
-_SLICE = 1 << 17
+#: into a scratch buffer small enough to stay in cache for the passes over it (2 MiB of float64).
+_SLICE = 1 << 18
 
 
-def _sums(flat: torch.Tensor, centre: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Float64 sum and sum of squares of each row of a CPU ``flat`` (k, n), each (k,), of the
-    values minus ``centre`` (k,) when given (the second pass of the two-pass M2)."""
+def _slice_pass(flat: torch.Tensor, centre: np.ndarray | None = None, absmax: bool = False) -> np.ndarray:
+    """Float64 sum and sum of squares of each row of a CPU ``flat`` (k, n), of its values minus
+    ``centre`` (k,) when given (the second pass of the two-pass M2), and max |x| when ``absmax``:
+    (2 or 3, k), one pass over ``flat`` in cache-sized slices."""
     k = flat.shape[0]
     # A single row is cut into 1-D slices: torch's full reductions beat reductions along a dimension.
     parts = torch.split(flat.reshape(-1), _SLICE) if k == 1 else torch.split(flat, max(1, _SLICE // k), dim=1)
     shift = None if centre is None else torch.from_numpy(centre if k == 1 else centre[:, None])
     buffer = _scratch(parts[0], torch.float64)
-    sums = np.zeros((2, len(parts), k))
+    out = np.zeros((3 if absmax else 2, len(parts), k))
     for i, part in enumerate(parts):
+        if absmax:  # the slice comes from memory here; the copy below reads it from the cache
+            out[2, i] = _absmax(part)
         xd = buffer[: part.shape[0]] if k == 1 else buffer[:, : part.shape[1]]
         xd.copy_(part)
         if shift is not None:
             xd.sub_(shift)
-        sums[0, i] = _total(xd)
-        sums[1, i] = _total(xd.mul_(xd))  # a float32 value's square is exact in float64
-    first, second = sums.sum(axis=1)
-    return first, second
+        out[0, i] = _total(xd)
+        out[1, i] = _total(xd.mul_(xd))  # a float32 value's square is exact in float64
+    return np.concatenate([out[:2].sum(axis=1), out[2:].max(axis=1)])  # NaN propagates
 
 
-def _total(xd: torch.Tensor) -> np.ndarray:
-    """Sum of a 1-D tensor, or of each row of a 2-D one, in numpy."""
-    return (xd.sum() if xd.dim() == 1 else xd.sum(dim=1)).numpy()
+def _absmax_partial(x: torch.Tensor) -> torch.Tensor:
+    """(k, 1) max |x| of each row, on the device (the GPU path); NaN propagates."""
+    low, high = _rowwise(torch.aminmax, x.reshape(x.shape[0], -1))  # one pass, no |x| copy; NaN propagates
+    return torch.maximum(-low, high).to(torch.float64)
+
+
+def _total(xd: torch.Tensor) -> float | np.ndarray:
+    """Sum of a 1-D tensor, or of each row of a 2-D one, on the host."""
+    return float(xd.sum()) if xd.dim() == 1 else xd.sum(dim=1).numpy()
+
+
+def _absmax(part: torch.Tensor) -> float | np.ndarray:
+    """Max |x| of a 1-D tensor, or of each row of a 2-D one, on the host; NaN propagates."""
+    if part.dim() == 1:
+        low, high = (float(v) for v in torch.aminmax(part))
+        return max(-low, high) if low == low and high == high else math.nan
+    lows, highs = torch.aminmax(part, dim=1)
+    out: np.ndarray = np.maximum(-lows.double().numpy(), highs.double().numpy())
+    return out
 
 
 def _nonfinite(flat: torch.Tensor) -> torch.Tensor:
@@ -169,7 +191,21 @@ def _moments_final(merged: np.ndarray) -> dict[str, np.ndarray]:
     return {"std": np.where(defined, std, np.nan), "mean": np.where(defined, mean, np.nan), "nonfinite": nonfinite}
 
 
-MOMENTS = Statistic("moments", _moments_partial, merge_moments, _moments_final)
+def _merge_with_absmax(parts: np.ndarray) -> np.ndarray:
+    return np.concatenate([merge_moments(parts[..., :4]), parts[..., 4].max(axis=1)[:, None]], axis=1)  # NaN propagates
+
+
+def _with_absmax(final: Callable[[np.ndarray], dict[str, np.ndarray]]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    return lambda merged: {**final(merged[:, :4]), "absmax": merged[:, 4]}
+
+
+def _signal_moments(final: Callable[[np.ndarray], dict[str, np.ndarray]]) -> Statistic:
+    """Moments and max |x| of a signal, one statistic: on the CPU both come from one pass over it."""
+    return Statistic("moments", lambda x: _moments_partial(x, absmax=True), _merge_with_absmax, _with_absmax(final))
+
+
+#: Count, mean, std, non-finite count and max |x| of a signal.
+MOMENTS = _signal_moments(_moments_final)
 
 
 def _gradient_moments_final(merged: np.ndarray) -> dict[str, np.ndarray]:
@@ -183,7 +219,7 @@ def _gradient_moments_final(merged: np.ndarray) -> dict[str, np.ndarray]:
 
 
 #: :data:`MOMENTS` and the root mean square, for gradients.
-GRADIENT_MOMENTS = Statistic("moments", _moments_partial, merge_moments, _gradient_moments_final)
+GRADIENT_MOMENTS = _signal_moments(_gradient_moments_final)
 
 
 def _weight_moments_partial(x: torch.Tensor) -> torch.Tensor:
@@ -220,22 +256,6 @@ _NOISE = 64 * float(np.finfo(np.float64).eps)
 #: tensors far from float32's limit (M2 needs their squares' sum to stay finite) and whose std
 #: is not below their mean's resolution.
 WEIGHT_MOMENTS = Statistic("moments", _weight_moments_partial, merge_moments, _moments_final)
-
-
-# ---------------------------------------------------------------- max |x|
-
-
-def _absmax_partial(x: torch.Tensor) -> torch.Tensor:
-    low, high = _rowwise(torch.aminmax, x.reshape(x.shape[0], -1))  # one pass, no |x| copy; NaN propagates
-    return torch.maximum(-low, high).to(torch.float64)
-
-
-ABSMAX = Statistic(
-    "absmax",
-    _absmax_partial,
-    lambda parts: parts.max(axis=1),
-    lambda merged: {"absmax": merged[:, 0]},
-)
 
 
 # ---------------------------------------------------------------- saturation and dead units
@@ -339,7 +359,6 @@ STATISTICS: dict[str, Callable[[Activation], Statistic | None]] = {
     "moments": lambda act: MOMENTS,
     "gradient_moments": lambda act: GRADIENT_MOMENTS,
     "weight_moments": lambda act: WEIGHT_MOMENTS,
-    "absmax": lambda act: ABSMAX,
     "saturated": lambda act: saturation(*act.saturation) if act.saturation else None,
     "zeros": lambda act: ZEROS if act.zeros_negative else None,
     "histogram": lambda act: HISTOGRAM,
@@ -347,11 +366,11 @@ STATISTICS: dict[str, Callable[[Activation], Statistic | None]] = {
 #: Which statistics each site records by default: a block's pre-activation (its Linear's
 #: output), its output (post), its weights, and the gradients of the three.
 SITE_STATISTICS: dict[str, tuple[str, ...]] = {
-    "pre": ("moments", "absmax"),
-    "post": ("moments", "absmax", "saturated", "zeros"),
+    "pre": ("moments",),
+    "post": ("moments", "saturated", "zeros"),
     "weight": ("weight_moments",),
-    "pre_grad": ("gradient_moments", "absmax"),
-    "grad": ("gradient_moments", "absmax"),
+    "pre_grad": ("gradient_moments",),
+    "grad": ("gradient_moments",),
     "weight_grad": ("weight_moments",),
 }
 #: The site that holds the gradient of each forward site.

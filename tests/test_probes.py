@@ -106,11 +106,11 @@ def test_chan_merge_formula() -> None:
 
 
 def test_registry_lookup_by_name_skips_meaningless_statistics() -> None:
-    assert set(STATISTICS) >= {"moments", "absmax", "saturated", "zeros"}
+    assert set(STATISTICS) >= {"moments", "saturated", "zeros"}
     tanh, relu = parse_activation("tanh"), parse_activation("relu")
-    assert [s.name for s in statistics_for("post", tanh)] == ["moments", "absmax", "saturated"]
-    assert [s.name for s in statistics_for("post", relu)] == ["moments", "absmax", "zeros"]
-    assert [s.name for s in statistics_for("pre", relu)] == ["moments", "absmax"]
+    assert [s.name for s in statistics_for("post", tanh)] == ["moments", "saturated"]
+    assert [s.name for s in statistics_for("post", relu)] == ["moments", "zeros"]
+    assert [s.name for s in statistics_for("pre", relu)] == ["moments"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
@@ -136,21 +136,22 @@ def test_weight_moments_agree_with_float64_and_are_exact_for_constants(dtype: to
 @pytest.mark.parametrize("rows", [1, 3])
 def test_moments_summed_slice_by_slice_equal_float64(monkeypatch: pytest.MonkeyPatch, rows: int, offset: float) -> None:
     """Float64 sums are taken over cache-sized slices (here 64 elements, uneven last slice): the
-    moments still equal numpy's float64 ones, for one tensor and for a stack of several."""
+    moments and max |x| still equal numpy's float64 ones, for one tensor and for a stack of several."""
     from initlab import statistics
 
     monkeypatch.setattr(statistics, "_SLICE", 64)
     generator = torch.Generator().manual_seed(8)
     x = torch.randn(rows, 7, 53, generator=generator) + offset
-    merged = merge_moments(MOMENTS.partial(x).numpy()[:, None, :])
+    x[0, 6, 52] = -offset - 9.0  # the largest magnitude, negative, in the last slice
+    values = MOMENTS.finalize(MOMENTS.merge(MOMENTS.partial(x).numpy()[:, None, :]))
     reference = x.reshape(rows, -1).double().numpy()
-    assert merged[:, 0].tolist() == [7 * 53] * rows
-    assert merged[:, 1] == pytest.approx(reference.mean(axis=1), rel=1e-14)
-    squares = ((reference - reference.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-    assert merged[:, 2] == pytest.approx(squares, rel=1e-12)
+    assert values["mean"] == pytest.approx(reference.mean(axis=1), rel=1e-14)
+    assert values["std"] == pytest.approx(reference.std(axis=1, ddof=1), rel=1e-12)
+    assert values["absmax"].tolist() == np.abs(reference).max(axis=1).tolist()
     x[-1, 6, 50] = math.nan  # in the last, short slice of the last row
-    counted = MOMENTS.partial(x).numpy()
-    assert counted[:, 3].tolist() == [0] * (rows - 1) + [1] and np.isnan(counted[-1, 2])
+    values = MOMENTS.finalize(MOMENTS.merge(MOMENTS.partial(x).numpy()[:, None, :]))
+    assert values["nonfinite"].tolist() == [0] * (rows - 1) + [1]
+    assert np.isnan(values["std"][-1]) and np.isnan(values["absmax"][-1])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
