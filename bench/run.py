@@ -253,12 +253,12 @@ def _end_to_end(name: str, reps: int) -> tuple[float, float, dict[str, float]]:
 def sweep(schemes: str, activations: str, seeds: int, depth: int, width: int) -> Section:
     import torch
 
-    from initlab import compare
+    from initlab import plots, sweep
     from initlab.config import load_config
     from initlab.model import build, draw_input
 
     base = load_config(None, [f"model.depth={depth}", f"model.width={width}", "backward=false"])
-    plan = compare.plan_sweep(base, compare.parse_schemes(schemes), compare.parse_activations(activations),
+    plan = sweep.plan_sweep(base, sweep.parse_schemes(schemes), sweep.parse_activations(activations),
                               seeds=seeds)
     section = Section(
         f"Sweep: `compare --schemes {schemes} --activations {activations} --seeds {seeds} --no-backward` "
@@ -278,7 +278,7 @@ def sweep(schemes: str, activations: str, seeds: int, depth: int, width: int) ->
 
     def ours() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            compare.sweep(plan, compare.SweepFolder.create(Path(tmp), plan, []))
+            sweep.run_sweep(plan, sweep.SweepFolder.create(Path(tmp), plan, [], plots.std_plot_files))
 
     ta, tb = interleaved(irreducible, ours, 1)
     a, b = min(ta), min(tb)

@@ -24,8 +24,8 @@ from initlab.limits import MAX_RUNS, check_seeds
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from initlab.compare import SweepFolder
     from initlab.config import Override
+    from initlab.sweep import SweepFolder
 
 app = typer.Typer(
     name="initlab",
@@ -319,12 +319,12 @@ def compare(
 ) -> None:
     """The regime matrix: one network under several init schemes (and activations, depths, widths, seeds)."""
     with user_errors(debug):
-        from initlab import compare as sweeps
+        from initlab import plots, sweep
 
-        chosen = sweeps.parse_ints(layers, "--layers", minimum=None) if layers else None
-        folder: sweeps.SweepFolder | None = None
+        chosen = sweep.parse_ints(layers, "--layers", minimum=None) if layers else None
+        folder: sweep.SweepFolder | None = None
         if resume is not None:
-            folder, plan = sweeps.resume(resume, sys.argv, given={
+            folder, plan = sweep.resume(resume, sys.argv, figures=plots.std_plot_files, given={
                 "--schemes": schemes, "--activations": activations, "--config": config, "--depth": depth,
                 "--width": width, "--batch-size": batch_size, "--bias/--no-bias": bias, "--activation": activation,
                 "--seed": seed, "--seeds": seeds if seeds != 1 else None, "--depths": depths, "--widths": widths,
@@ -332,17 +332,17 @@ def compare(
                 "--no-backward": True if no_backward else None,
             })
         else:
-            plan = sweeps.plan_from_options(
+            plan = sweep.plan_from_options(
                 config, schemes=schemes, activations=activations, depth=depth, width=width, batch_size=batch_size,
                 bias=bias, activation=activation, seed=seed, seeds=seeds, depths=depths, widths=widths,
                 overrides=device_overrides(device, devices, no_backward), max_runs=max_runs,
             )
-        sweeps.check_layers(chosen, plan.axes["depths"])
+        sweep.check_layers(chosen, plan.axes["depths"])
         if resume is None and save:  # only now: bad input above writes nothing
-            folder = sweeps.SweepFolder.create(out or Path("results"), plan, sys.argv)
+            folder = sweep.SweepFolder.create(out or Path("results"), plan, sys.argv, plots.std_plot_files)
         with _progress_bar(not json_output and len(plan.runs) > 1) as progress:
             try:
-                comparison = sweeps.sweep(plan, folder, progress)
+                comparison = sweep.run_sweep(plan, folder, progress)
             except KeyboardInterrupt as err:
                 _interrupted(folder, len(plan.runs), interrupted_code(err))
         from rich.console import Console

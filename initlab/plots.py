@@ -37,8 +37,8 @@ from initlab.signals import SignalColumns
 if TYPE_CHECKING:
     import pandas as pd
 
-    from initlab.compare import Comparison
     from initlab.seeds import SeedStudy
+    from initlab.sweep import Comparison
 
 #: Colours of the schemes, in their order on the axis (matplotlib's tab10).
 SCHEME_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -56,7 +56,7 @@ PREDICTED_WIDTH = 0.8
 
 @dataclass(frozen=True)
 class SignalPlot:
-    """What a trace figure draws of one signal: where its columns are (:class:`initlab.compare.SignalColumns`),
+    """What a trace figure draws of one signal: where its columns are (:class:`initlab.signals.SignalColumns`),
     and the words."""
 
     columns: SignalColumns
@@ -150,8 +150,8 @@ def study_figure(study: SeedStudy, signal: SignalPlot = FORWARD) -> Any:
     ``signal=BACKWARD``: the gradient figure."""
     import pandas as pd
 
-    from initlab.compare import CELL_KEYS
     from initlab.seeds import cell_key
+    from initlab.sweep import CELL_KEYS
 
     key: dict[str, Any] = dict(zip(CELL_KEYS, cell_key(study.config), strict=True))
     backward = study.backward.regime if study.backward is not None else None

@@ -21,9 +21,9 @@ from initlab.signals import BACKWARD, FORWARD, SignalColumns
 if TYPE_CHECKING:
     import pandas as pd
 
-    from initlab.compare import Comparison
     from initlab.regimes import Signal
     from initlab.seeds import SeedStudy
+    from initlab.sweep import Comparison
 
 #: One colour per regime, shared by tables and plots.
 COLOURS = {"explosion": "red", "vanishing": "blue", "saturated": "magenta", "stable": "green"}

@@ -1,7 +1,7 @@
 """A study over several seeds: every seed's result, the median traces and their verdicts.
 
 ``initlab run --seeds N`` and a cell of ``initlab compare`` read a network the same way: the
-per-layer median over seeds (:func:`initlab.compare.median_traces`) and the verdict of that
+per-layer median over seeds (:func:`initlab.sweep.median_traces`) and the verdict of that
 median trace, forward and backward, with how many seeds' own verdicts agree.
 """
 
@@ -26,7 +26,7 @@ from initlab.runner import Result, run
 class SeedStudy:
     """One study over seeds S..S+N-1: every seed's result, the median trace, its verdict.
 
-    The median traces and bands are :func:`initlab.compare.median_traces` (a non-finite value
+    The median traces and bands are :func:`initlab.sweep.median_traces` (a non-finite value
     counts as +inf, so the median goes non-finite where at least half of the seeds do) and
     the verdicts are those of the median traces, as for a cell of ``initlab compare``: the
     forward one of the block-output std, the backward one of the gradient's rms (from the
@@ -90,7 +90,7 @@ class SeedStudy:
 
 def run_seeds(config: Config, seeds: int, progress: Callable[[int, int], None] | None = None) -> SeedStudy:
     """Run ``config`` with seeds ``config.seed`` .. ``config.seed + seeds - 1``; nothing is printed or written."""
-    from initlab.compare import CELL_KEYS, median_traces, median_verdict
+    from initlab.sweep import CELL_KEYS, median_traces, median_verdict
 
     if not 1 <= seeds <= MAX_STUDY_SEEDS:  # every seed's tables stay in memory until the median
         raise InitlabError(f"--seeds {seeds}: between 1 and {MAX_STUDY_SEEDS:,} for run (compare --seeds writes "

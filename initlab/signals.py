@@ -1,7 +1,7 @@
 """The two signals a study follows, and where each one's columns are: the forward signal (block
 outputs' std) and the backward one (the gradients' rms), in layers.csv, traces.csv and summary.csv.
 
-Declared once here for the tables (:mod:`initlab.compare`, :mod:`initlab.seeds`), the figures
+Declared once here for the tables (:mod:`initlab.sweep`, :mod:`initlab.seeds`), the figures
 (:mod:`initlab.plots`) and the reports, without importing any of them.
 """
 

@@ -1,6 +1,6 @@
 """Measure the verdict on a grid of schemes x activations x depths x widths x seeds.
 
-Runs the grid with :func:`initlab.compare.sweep` into a compare results folder (the cache:
+Runs the grid with :func:`initlab.sweep.run_sweep` into a compare results folder (the cache:
 ``--folder``; an interrupted run resumes, a finished one is only re-judged), then re-judges
 every seed and every cell's median trace with the current rules and with those of
 ``--before`` (a git revision's ``initlab/regimes.py``), and compares both with an
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from initlab import compare
+from initlab import sweep
 from initlab.config import VerdictConfig
 from initlab.regimes import classify
 from initlab.runner import trace_of
@@ -52,24 +52,24 @@ _EDGE = {"tanh": math.atanh(0.97), "sigmoid": math.log(0.985 / 0.015)}
 AMBIGUOUS = math.log10(1.5)
 
 
-def run_grid(root: Path, seeds: int) -> tuple[compare.Plan, dict[str, compare.Outcome]]:
+def run_grid(root: Path, seeds: int) -> tuple[sweep.Plan, dict[str, sweep.Outcome]]:
     """Run the grid into a compare results folder under ``root``, resuming the one there if any;
     return the plan and every finished outcome (cells are saved one by one, no aggregates)."""
     from initlab.model import ConstructionDraws
 
     found = sorted(root.glob("*/*/plan.json"))
     if found:
-        folder, plan = compare.SweepFolder.open(found[-1].parent, sys.argv)
+        folder, plan = sweep.SweepFolder.open(found[-1].parent, sys.argv)
     else:
-        base = compare.base_config(None)
-        plan = compare.plan_sweep(base, compare.parse_schemes(SCHEMES), compare.parse_activations(ACTIVATIONS),
+        base = sweep.base_config(None)
+        plan = sweep.plan_sweep(base, sweep.parse_schemes(SCHEMES), sweep.parse_activations(ACTIVATIONS),
                                   DEPTHS, WIDTHS, seeds)
-        folder = compare.SweepFolder.create(root, plan, sys.argv)
+        folder = sweep.SweepFolder.create(root, plan, sys.argv)
     done, draws = folder.finished(), ConstructionDraws()
     todo = [cell for cell in plan.runs if cell.cell not in done]
     with folder.lock():
         for n, cell in enumerate(todo, 1):
-            outcome = compare.run_cell(cell, draws)
+            outcome = sweep.run_cell(cell, draws)
             if outcome.error is None:
                 folder.save(outcome)
             if n % 100 == 0:
@@ -123,16 +123,16 @@ def judge_cell(key: tuple[Any, ...], tables: list[Any], summaries: list[dict[str
     tables and summaries), and the cell's expectation."""
     width = key[3]
     traces = [trace_of(t, s["input_std"], width) for t, s in zip(tables, summaries, strict=True)]
-    ids = dict(zip(compare.CELL_KEYS, key, strict=True))
+    ids = dict(zip(sweep.CELL_KEYS, key, strict=True))
     tidy = pd.concat([t.assign(**ids, seed=n) for n, t in enumerate(tables)], ignore_index=True)
-    median = compare.median_traces(tidy)
-    verdict = compare.median_verdict(median, summaries, width, th)
+    median = sweep.median_traces(tidy)
+    verdict = sweep.median_verdict(median, summaries, width, th)
     old_th = VerdictConfig(settle=0.05)
     return {
         "seeds": [classify(t, th, s["theory"]).regime for t, s in zip(traces, summaries, strict=True)],
         "old_seeds": [old.classify(t, old_th).regime for t in traces],
         "median": verdict.regime, "reason": verdict.reason,
-        "old_median": old.classify(compare.cell_trace(median, summaries, width), old_th).regime,
+        "old_median": old.classify(sweep.cell_trace(median, summaries, width), old_th).regime,
         "ratios": [s["ratio"] for s in summaries if s.get("ratio") is not None],
         "want": expected(tables[0], {**summaries[0], "scheme": key[0], "activation": key[1]}),
     }

@@ -17,7 +17,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import initlab
-from initlab import compare, plots, report
+from initlab import plots, report, sweep
 from initlab.cli import app
 from initlab.config import load_config
 from initlab.gradient_theory import backward_theory_summary
@@ -40,16 +40,18 @@ BACKWARD_COLUMNS = ["backward_regime", "backward_agree", "backward_ratio", "back
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[compare.Comparison, Path]:
-    base = compare.base_config(None, depth=50, width=64)
-    plan = compare.plan_sweep(base, compare.parse_schemes("xavier,kaiming,xavier:gain=auto"),
-                              compare.parse_activations("tanh,relu"), seeds=3)
-    folder = compare.SweepFolder.create(tmp_path_factory.mktemp("sweep"), plan, ["initlab", "compare"])
-    return compare.sweep(plan, folder), folder.path
+def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[sweep.Comparison, Path]:
+    base = sweep.base_config(None, depth=50, width=64)
+    plan = sweep.plan_sweep(base, sweep.parse_schemes("xavier,kaiming,xavier:gain=auto"),
+                              sweep.parse_activations("tanh,relu"), seeds=3)
+    folder = sweep.SweepFolder.create(
+        tmp_path_factory.mktemp("sweep"), plan, ["initlab", "compare"], plots.std_plot_files
+    )
+    return sweep.run_sweep(plan, folder), folder.path
 
 
 def test_each_cell_gets_the_known_backward_verdict_and_every_seed_agrees(
-    swept: tuple[compare.Comparison, Path],
+    swept: tuple[sweep.Comparison, Path],
 ) -> None:
     summary = swept[0].summary
     got = {(r.scheme, r.activation): (r.regime, r.backward_regime) for r in summary.itertuples()}
@@ -61,7 +63,7 @@ def test_each_cell_gets_the_known_backward_verdict_and_every_seed_agrees(
     assert relu["backward_ratio_low"] <= relu["backward_ratio"] <= relu["backward_ratio_high"]
 
 
-def test_summary_csv_has_the_backward_columns_with_nullable_dtypes(swept: tuple[compare.Comparison, Path]) -> None:
+def test_summary_csv_has_the_backward_columns_with_nullable_dtypes(swept: tuple[sweep.Comparison, Path]) -> None:
     comparison, folder = swept
     summary = comparison.summary
     assert set(BACKWARD_COLUMNS) <= set(summary.columns)
@@ -81,7 +83,7 @@ def test_summary_csv_has_the_backward_columns_with_nullable_dtypes(swept: tuple[
 
 
 def test_traces_hold_the_median_gradient_trace_its_band_and_prediction(
-    swept: tuple[compare.Comparison, Path],
+    swept: tuple[sweep.Comparison, Path],
 ) -> None:
     comparison, folder = swept
     layers, traces = comparison.layers, comparison.traces
@@ -97,7 +99,7 @@ def test_traces_hold_the_median_gradient_trace_its_band_and_prediction(
     np.testing.assert_array_equal(written["grad_median"], traces["grad_median"])
 
 
-def render(comparison: compare.Comparison, columns: int) -> str:
+def render(comparison: sweep.Comparison, columns: int) -> str:
     console = Console(width=columns, file=io.StringIO(), color_system=None)
     report.print_compare(console, comparison, None, None)
     out = console.file.getvalue()  # type: ignore[attr-defined]
@@ -107,7 +109,7 @@ def render(comparison: compare.Comparison, columns: int) -> str:
 
 @pytest.mark.parametrize("columns", [60, 120])
 def test_matrix_cells_show_both_verdicts_whole_at_any_width(
-    swept: tuple[compare.Comparison, Path], columns: int
+    swept: tuple[sweep.Comparison, Path], columns: int
 ) -> None:
     comparison = swept[0]
     out = render(comparison, columns)
@@ -119,7 +121,7 @@ def test_matrix_cells_show_both_verdicts_whole_at_any_width(
     assert out.count("seeds agree: fwd 3/3, bwd 3/3") == 6
 
 
-def test_the_gradient_table_follows_the_std_table(swept: tuple[compare.Comparison, Path]) -> None:
+def test_the_gradient_table_follows_the_std_table(swept: tuple[sweep.Comparison, Path]) -> None:
     comparison = swept[0]
     out = render(comparison, 120)
     assert out.index("std by layer (median over seeds)") < out.index("gradient rms by layer (median over seeds)")
@@ -138,7 +140,7 @@ def grad_lines(ax) -> list:  # type: ignore[no-untyped-def]
 
 
 def test_the_grad_figure_draws_the_backward_verdicts_and_the_prediction(
-    swept: tuple[compare.Comparison, Path],
+    swept: tuple[sweep.Comparison, Path],
 ) -> None:
     comparison, folder = swept
     figure = plots.grad_figure(comparison)
@@ -179,11 +181,11 @@ def test_an_x_marks_the_lowest_finite_layer_above_non_finite_gradients() -> None
 
 
 def test_without_a_backward_pass_the_columns_are_empty_and_there_is_no_grad_figure(tmp_path: Path) -> None:
-    base = compare.base_config(None, depth=6, width=16, overrides=["backward=false"])
-    plan = compare.plan_sweep(base, compare.parse_schemes("xavier,kaiming"), compare.parse_activations("tanh"),
+    base = sweep.base_config(None, depth=6, width=16, overrides=["backward=false"])
+    plan = sweep.plan_sweep(base, sweep.parse_schemes("xavier,kaiming"), sweep.parse_activations("tanh"),
                               seeds=2)
-    folder = compare.SweepFolder.create(tmp_path, plan, [])
-    comparison = compare.sweep(plan, folder)
+    folder = sweep.SweepFolder.create(tmp_path, plan, [], plots.std_plot_files)
+    comparison = sweep.run_sweep(plan, folder)
     summary = comparison.summary
     assert set(BACKWARD_COLUMNS) <= set(summary.columns) and summary[BACKWARD_COLUMNS].isna().all().all()
     assert summary["regime"].notna().all()  # the forward verdicts are there

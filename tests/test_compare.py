@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import initlab
 import initlab.runner
-from initlab import compare
+from initlab import plots, sweep
 from initlab.cli import app
 from initlab.config import Config, load_config
 from initlab.errors import ConfigError, InitlabError
@@ -30,9 +30,9 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def small_plan(schemes: str = "xavier,kaiming", activations: str = "tanh,relu", seeds: int = 1) -> compare.Plan:
-    base = compare.base_config(None, depth=12, width=32)
-    return compare.plan_sweep(base, compare.parse_schemes(schemes), compare.parse_activations(activations),
+def small_plan(schemes: str = "xavier,kaiming", activations: str = "tanh,relu", seeds: int = 1) -> sweep.Plan:
+    base = sweep.base_config(None, depth=12, width=32)
+    return sweep.plan_sweep(base, sweep.parse_schemes(schemes), sweep.parse_activations(activations),
                               seeds=seeds)
 
 
@@ -45,9 +45,9 @@ def only_folder(root: Path) -> Path:
 
 
 def test_a_key_value_without_colon_belongs_to_the_scheme_before_it() -> None:
-    specs = compare.split_specs("normal:std=1,mean=0.5,xavier", "--schemes")
+    specs = sweep.split_specs("normal:std=1,mean=0.5,xavier", "--schemes")
     assert specs == [("normal", [("std", "1"), ("mean", "0.5")]), ("xavier", [])]
-    normal, xavier = compare.parse_schemes("normal:std=1,mean=0.5,xavier:gain=auto")
+    normal, xavier = sweep.parse_schemes("normal:std=1,mean=0.5,xavier:gain=auto")
     assert normal.model_dump() == {"scheme": "normal", "mean": 0.5, "std": 1.0}
     assert xavier.label() == "xavier_uniform(gain=auto)"
 
@@ -64,12 +64,12 @@ def test_a_key_value_without_colon_belongs_to_the_scheme_before_it() -> None:
 )
 def test_malformed_specs_are_errors(text: str, expected: str) -> None:
     with pytest.raises(InitlabError, match=expected):
-        compare.plan_sweep(Config(), compare.parse_schemes(text))
+        sweep.plan_sweep(Config(), sweep.parse_schemes(text))
 
 
 def test_unknown_scheme_lists_the_valid_names() -> None:
     with pytest.raises(ConfigError) as caught:
-        compare.parse_schemes("xavier,kaimnig")
+        sweep.parse_schemes("xavier,kaimnig")
     (line,) = caught.value.lines
     assert line.startswith("--schemes: scheme: unknown scheme 'kaimnig'")
     assert "did you mean 'kaiming'? valid: constant, default, glorot, glorot_normal, glorot_uniform, he," in line
@@ -84,9 +84,9 @@ def test_plan_has_one_resolved_config_per_cell_and_seed(tmp_path: Path) -> None:
         "name: base\nseed: 5\nmodel: {depth: 8, width: 16, activation: tanh, bias: true}\n"
         "init: {scheme: normal, std: 0.1, layers: [{index: 0, scheme: constant, val: 0.5}], bias: ones}\n"
     )
-    base = compare.base_config(yaml_file, depth=6, batch_size=4)
-    plan = compare.plan_sweep(base, compare.parse_schemes("xavier:gain=auto,lecun"),
-                              compare.parse_activations("tanh,leaky_relu:negative_slope=0.2"), seeds=3)
+    base = sweep.base_config(yaml_file, depth=6, batch_size=4)
+    plan = sweep.plan_sweep(base, sweep.parse_schemes("xavier:gain=auto,lecun"),
+                              sweep.parse_activations("tanh,leaky_relu:negative_slope=0.2"), seeds=3)
     assert plan.name == "base"
     assert plan.axes == {"schemes": ["xavier_uniform(gain=auto)", "lecun_normal"],
                          "activations": ["tanh", "leaky_relu(negative_slope=0.2)"],
@@ -99,14 +99,14 @@ def test_plan_has_one_resolved_config_per_cell_and_seed(tmp_path: Path) -> None:
     assert first.init.layers[0].weight.scheme == "constant" and first.init.bias.scheme == "ones"  # kept
     assert [run.seed for run in plan.runs[:3]] == [5, 6, 7]
     assert len({run.cell for run in plan.runs}) == len(plan.runs)
-    assert all(run.config is not None and run.cell == compare.config_hash(run.config) for run in plan.runs)
+    assert all(run.config is not None and run.cell == sweep.config_hash(run.config) for run in plan.runs)
 
 
 def test_without_config_the_base_is_the_classic_study_named_compare() -> None:
-    base = compare.base_config(None)
+    base = sweep.base_config(None)
     assert (base.name, base.model.depth, base.model.width, base.data.batch_size, base.model.bias) == (
         "compare", 100, 256, 16, False)
-    assert compare.base_config(None, activation="leaky_relu:negative_slope=0.3").model.activation.label() == (
+    assert sweep.base_config(None, activation="leaky_relu:negative_slope=0.3").model.activation.label() == (
         "leaky_relu(negative_slope=0.3)")
 
 
@@ -121,7 +121,7 @@ def test_a_combination_that_does_not_validate_is_a_failed_cell_not_an_error() ->
 
 
 def test_matrix_shape_and_verdicts_and_tidy_table() -> None:
-    result = compare.sweep(small_plan("xavier,kaiming,xavier:gain=auto", "tanh,relu,linear", seeds=2))
+    result = sweep.run_sweep(small_plan("xavier,kaiming,xavier:gain=auto", "tanh,relu,linear", seeds=2))
     summary = result.summary
     assert len(summary) == 3 * 3
     assert summary[["scheme", "activation"]].values.tolist() == [
@@ -131,15 +131,15 @@ def test_matrix_shape_and_verdicts_and_tidy_table() -> None:
     assert set(summary["status"]) == {"done"} and set(summary["regime"]) <= {"stable", "vanishing", "explosion"}
     assert (summary["agree"] <= 2).all()
     assert len(result.layers) == 9 * 2 * 12  # cells x seeds x depth
-    assert list(result.layers.columns[:7]) == [*compare.ID_COLUMNS, "layer"]
+    assert list(result.layers.columns[:7]) == [*sweep.ID_COLUMNS, "layer"]
     assert result.layers.groupby(["cell"]).size().eq(12).all()
     assert result.failed == [] and result.missing == 0
 
 
 def test_each_cell_equals_initlab_run_on_its_resolved_config(tmp_path: Path) -> None:
     plan = small_plan("xavier,normal:std=0.3", "tanh,relu", seeds=2)
-    folder = compare.SweepFolder.create(tmp_path, plan, [])
-    result = compare.sweep(plan, folder)
+    folder = sweep.SweepFolder.create(tmp_path, plan, [], plots.std_plot_files)
+    result = sweep.run_sweep(plan, folder)
     for run in plan.runs:
         assert run.config is not None
         expected = initlab.run(run.config).layers
@@ -154,7 +154,7 @@ def test_each_cell_equals_initlab_run_on_its_resolved_config(tmp_path: Path) -> 
 
 def test_one_seed_cell_verdict_is_the_runs_verdict() -> None:
     plan = small_plan("normal,default,kaiming", "linear,relu")
-    result = compare.sweep(plan)
+    result = sweep.run_sweep(plan)
     for run, (_, row) in zip(plan.runs, result.summary.iterrows(), strict=True):
         assert run.config is not None
         verdict = initlab.run(run.config).verdict
@@ -168,10 +168,10 @@ def none_if_missing(value: Any) -> Any:
 
 
 def test_classic_outcomes_at_full_size() -> None:
-    base = compare.base_config(None)
-    plan = compare.plan_sweep(base, compare.parse_schemes("xavier,kaiming,xavier:gain=auto"),
-                              compare.parse_activations("tanh,relu"))
-    summary = compare.sweep(plan).summary.set_index(["scheme", "activation"])["regime"]
+    base = sweep.base_config(None)
+    plan = sweep.plan_sweep(base, sweep.parse_schemes("xavier,kaiming,xavier:gain=auto"),
+                              sweep.parse_activations("tanh,relu"))
+    summary = sweep.run_sweep(plan).summary.set_index(["scheme", "activation"])["regime"]
     assert summary["xavier_uniform", "tanh"] == "vanishing"
     assert summary["xavier_uniform", "relu"] == "vanishing"
     assert summary["kaiming_normal", "relu"] == "stable"
@@ -181,14 +181,14 @@ def test_classic_outcomes_at_full_size() -> None:
 # ---------------------------------------------------------------- seeds
 
 
-def fake_outcome(run: compare.CellRun, stds: list[float | None], regime: str) -> compare.Outcome:
+def fake_outcome(run: sweep.CellRun, stds: list[float | None], regime: str) -> sweep.Outcome:
     """A cell run with a made-up std trace (None = non-finite outputs) and verdict."""
     table = pd.DataFrame({
         "layer": range(len(stds)),
         "std": [float("nan") if s is None else s for s in stds],
         "nonfinite": [0 if s is not None else 7 for s in stds],
     })
-    return compare.Outcome(run, csv_text(table), {"regime": regime})
+    return sweep.Outcome(run, csv_text(table), {"regime": regime})
 
 
 def test_cell_verdict_is_the_median_traces_and_counts_agreeing_seeds() -> None:
@@ -199,7 +199,7 @@ def test_cell_verdict_is_the_median_traces_and_counts_agreeing_seeds() -> None:
     traces: dict[int, list[float | None]] = {0: [*down], 1: [*down], 2: [*flat], 3: blowup, 4: blowup, 5: [*flat]}
     regimes = {0: "vanishing", 1: "vanishing", 2: "stable", 3: "explosion", 4: "explosion", 5: "stable"}
     outcomes = {run.cell: fake_outcome(run, traces[i], regimes[i]) for i, run in enumerate(plan.runs)}
-    result = compare.aggregate(plan, outcomes)
+    result = sweep.aggregate(plan, outcomes)
     tanh, linear = result.summary.to_dict("records")
     assert (tanh["regime"], tanh["agree"], tanh["seeds"]) == ("vanishing", 2, 3)
     # two of three seeds overflow from layer 4: the median trace does too
@@ -241,9 +241,9 @@ def test_resume_after_an_interruption_runs_only_the_missing_cells(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = small_plan("xavier,kaiming,normal:std=0.2", "tanh,relu", seeds=2)
-    folder = compare.SweepFolder.create(tmp_path / "a", plan, ["initlab", "compare"])
+    folder = sweep.SweepFolder.create(tmp_path / "a", plan, ["initlab", "compare"], plots.std_plot_files)
     with pytest.raises(KeyboardInterrupt):
-        compare.sweep(plan, folder, stop_after(2))
+        sweep.run_sweep(plan, folder, stop_after(2))
     assert len(folder.finished()) == 2
     meta = json.loads((folder.path / "meta.json").read_text())
     assert meta["interrupted"] is True and (meta["finished"], meta["missing"]) == (2, 10)
@@ -254,11 +254,11 @@ def test_resume_after_an_interruption_runs_only_the_missing_cells(
     code, out, err = invoke("--resume", str(folder.path))
     assert code == 0, err
     assert len(calls) == len(plan.runs) - 2
-    assert {compare.config_hash(c) for c in calls} == {run.cell for run in plan.runs} - finished
+    assert {sweep.config_hash(c) for c in calls} == {run.cell for run in plan.runs} - finished
     assert f"results: {folder.path}" in out
 
-    whole = compare.SweepFolder.create(tmp_path / "b", plan, [])
-    compare.sweep(plan, whole)
+    whole = sweep.SweepFolder.create(tmp_path / "b", plan, [], plots.std_plot_files)
+    sweep.run_sweep(plan, whole)
     for name in ("layers.csv", "summary.csv", "traces.csv"):  # the backward columns too
         assert (folder.path / name).read_bytes() == (whole.path / name).read_bytes()
 
@@ -406,7 +406,7 @@ def test_help_documents_the_spec_syntax() -> None:
 
 def test_progress_goes_through_the_callback_and_nothing_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
     seen: list[tuple[int, int]] = []
-    compare.sweep(small_plan("xavier", "tanh,relu"), progress=lambda done, total, cell: seen.append((done, total)))
+    sweep.run_sweep(small_plan("xavier", "tanh,relu"), progress=lambda done, total, cell: seen.append((done, total)))
     assert seen == [(0, 2), (1, 2), (2, 2)]
     assert capsys.readouterr() == ("", "")
 

@@ -12,17 +12,17 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from initlab import compare, plots
+from initlab import plots, sweep
 from initlab.cli import app
 from tests.conftest import CONFIGS
 
 
 @pytest.fixture(scope="module")
-def comparison() -> compare.Comparison:
-    base = compare.base_config(None, depth=10, width=16)
-    plan = compare.plan_sweep(base, compare.parse_schemes("xavier,kaiming,normal:std=1"),
-                              compare.parse_activations("tanh,relu,linear"), widths=[16, 24], seeds=2)
-    return compare.sweep(plan)
+def comparison() -> sweep.Comparison:
+    base = sweep.base_config(None, depth=10, width=16)
+    plan = sweep.plan_sweep(base, sweep.parse_schemes("xavier,kaiming,normal:std=1"),
+                              sweep.parse_activations("tanh,relu,linear"), widths=[16, 24], seeds=2)
+    return sweep.run_sweep(plan)
 
 
 def drawn_lines(ax) -> list:  # type: ignore[no-untyped-def]
@@ -32,7 +32,7 @@ def drawn_lines(ax) -> list:  # type: ignore[no-untyped-def]
             if len(line.get_xdata()) > 1 and line.get_linewidth() != plots.PREDICTED_WIDTH]
 
 
-def test_colour_is_the_scheme_and_line_style_the_verdict_in_every_panel(comparison: compare.Comparison) -> None:
+def test_colour_is_the_scheme_and_line_style_the_verdict_in_every_panel(comparison: sweep.Comparison) -> None:
     figure = plots.std_figure(comparison)
     axes = comparison.plan.axes
     regimes = {(r.scheme, r.activation, r.width): r.regime for r in comparison.summary.itertuples()}
@@ -51,7 +51,7 @@ def test_colour_is_the_scheme_and_line_style_the_verdict_in_every_panel(comparis
     assert len({r for r in regimes.values()}) >= 3
 
 
-def test_legend_explains_schemes_and_verdicts_and_panels_share_y(comparison: compare.Comparison) -> None:
+def test_legend_explains_schemes_and_verdicts_and_panels_share_y(comparison: sweep.Comparison) -> None:
     figure = plots.std_figure(comparison)
     (legend,) = figure.legends
     labels = [t.get_text() for t in legend.get_texts()]

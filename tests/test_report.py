@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console, RenderableType
 from typer.testing import CliRunner
 
-from initlab import compare, report
+from initlab import report, sweep
 from initlab.activations import parse_activation
 from initlab.cli import app
 from initlab.config import load_config
@@ -82,15 +82,15 @@ def test_too_narrow_for_any_table_prints_one_value_per_line() -> None:
 
 
 @pytest.fixture(scope="module")
-def comparison() -> compare.Comparison:
-    base = compare.base_config(None, depth=12, width=16)
-    schemes = compare.parse_schemes("xavier,kaiming,xavier:gain=auto,orthogonal,normal:std=0.5")
-    plan = compare.plan_sweep(base, schemes, compare.parse_activations("tanh,relu,linear"), seeds=2)
-    return compare.sweep(plan)
+def comparison() -> sweep.Comparison:
+    base = sweep.base_config(None, depth=12, width=16)
+    schemes = sweep.parse_schemes("xavier,kaiming,xavier:gain=auto,orthogonal,normal:std=0.5")
+    plan = sweep.plan_sweep(base, schemes, sweep.parse_activations("tanh,relu,linear"), seeds=2)
+    return sweep.run_sweep(plan)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_compare_tables_are_whole_at_every_width(width: int, comparison: compare.Comparison) -> None:
+def test_compare_tables_are_whole_at_every_width(width: int, comparison: sweep.Comparison) -> None:
     console = Console(file=io.StringIO(), width=width, color_system=None)
     report.print_compare(console, comparison, None, None)
     out: str = console.file.getvalue()  # type: ignore[attr-defined]

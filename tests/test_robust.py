@@ -18,8 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 import initlab.runner
-from initlab import compare, devices, folder_lock, results
+from initlab import devices, folder_lock, plots, results, sweep
 from initlab.cli import app
+from initlab.errors import InitlabError
 from initlab.limits import MAX_SEED
 from tests.conftest import CONFIGS
 
@@ -132,8 +133,8 @@ def test_max_runs_counts_cells_times_seeds(tmp_path: Path) -> None:
     code, _, err = invoke("compare", "--schemes", "xavier,kaiming", "--seeds", "3", "--max-runs", "6", *TINY,
                           "--no-save")
     assert code == 0, err
-    with pytest.raises(compare.InitlabError, match="1,000,000 cell runs"):
-        compare.check_size([10, 10, 10, 10], 100, 100_000)
+    with pytest.raises(InitlabError, match="1,000,000 cell runs"):
+        sweep.check_size([10, 10, 10, 10], 100, 100_000)
 
 
 # ---------------------------------------------------------------- item 9: the results folder is proved first
@@ -237,7 +238,7 @@ def test_sigterm_keeps_finished_cells_and_resume_completes_byte_identically(tmp_
     done = subprocess.run([sys.executable, "-m", "initlab.cli", "compare", "--resume", str(folder)],
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
-    whole = compare.sweep(compare.plan_from_options(None, **SWEEP))  # type: ignore[arg-type]
+    whole = sweep.run_sweep(sweep.plan_from_options(None, **SWEEP))  # type: ignore[arg-type]
     assert (folder / "layers.csv").read_text() == results.csv_text(whole.layers)
     assert (folder / "summary.csv").read_text() == results.csv_text(whole.summary)
 
@@ -297,19 +298,19 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_respected(tmp_path: Path) -> 
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
-    plan = compare.plan_sweep(compare.base_config(None, depth=3, width=4), compare.parse_schemes("xavier"))
-    folder = compare.SweepFolder.create(tmp_path, plan, [])
+    plan = sweep.plan_sweep(sweep.base_config(None, depth=3, width=4), sweep.parse_schemes("xavier"))
+    folder = sweep.SweepFolder.create(tmp_path, plan, [], plots.std_plot_files)
     lock = folder.path / folder_lock.LOCK_NAME
     lock.write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
-    compare.sweep(plan, folder)  # the dead holder's lock is taken over
+    sweep.run_sweep(plan, folder)  # the dead holder's lock is taken over
     assert not lock.exists() and (folder.path / "summary.csv").exists()
 
     lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))  # alive
-    with pytest.raises(compare.InitlabError, match=f"in use by initlab pid {os.getppid()}"):
-        compare.sweep(plan, folder)
+    with pytest.raises(InitlabError, match=f"in use by initlab pid {os.getppid()}"):
+        sweep.run_sweep(plan, folder)
     lock.write_text(json.dumps({"pid": 1, "host": "elsewhere"}))  # cannot be checked: respected
-    with pytest.raises(compare.InitlabError, match="pid 1 on elsewhere"):
-        compare.sweep(plan, folder)
+    with pytest.raises(InitlabError, match="pid 1 on elsewhere"):
+        sweep.run_sweep(plan, folder)
 
 
 # ---------------------------------------------------------------- what people expect
@@ -352,7 +353,7 @@ def test_taking_over_a_stale_lock_never_removes_a_fresh_one(tmp_path: Path) -> N
 def test_an_empty_lock_is_held_for_a_moment_then_stale(tmp_path: Path) -> None:
     lock = tmp_path / folder_lock.LOCK_NAME
     lock.write_text("")  # a process between creating its lock and writing it
-    with pytest.raises(compare.InitlabError, match="in use by another process"):
+    with pytest.raises(InitlabError, match="in use by another process"):
         folder_lock.FolderLock(tmp_path).acquire()
     os.utime(lock, (0, 0))  # long ago: that process died in between
     with folder_lock.FolderLock(tmp_path) as taken:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from initlab import compare, plots, theory
+from initlab import plots, sweep, theory
 from initlab.cli import app
 from initlab.config import load_config
 from initlab.runner import run
@@ -127,13 +127,13 @@ def test_run_seeds_shows_the_predicted_std_and_the_theory_line() -> None:
 
 
 @pytest.fixture(scope="module")
-def small_comparison() -> compare.Comparison:
-    base = compare.base_config(None, depth=6, width=16)
-    schemes = compare.parse_schemes("xavier:gain=auto,constant:val=0.01")
-    return compare.sweep(compare.plan_sweep(base, schemes, compare.parse_activations("tanh"), seeds=2))
+def small_comparison() -> sweep.Comparison:
+    base = sweep.base_config(None, depth=6, width=16)
+    schemes = sweep.parse_schemes("xavier:gain=auto,constant:val=0.01")
+    return sweep.run_sweep(sweep.plan_sweep(base, schemes, sweep.parse_activations("tanh"), seeds=2))
 
 
-def test_median_traces_carry_the_prediction_of_each_cell(small_comparison: compare.Comparison) -> None:
+def test_median_traces_carry_the_prediction_of_each_cell(small_comparison: sweep.Comparison) -> None:
     traces, layers = small_comparison.traces, small_comparison.layers
     for scheme, applies in (("xavier_uniform(gain=auto)", True), ("constant(val=0.01)", False)):
         got = traces[traces["scheme"] == scheme].sort_values("layer")["theory_std"].to_numpy(np.float64)
@@ -149,7 +149,7 @@ def predicted_lines(figure: object) -> list[object]:
 
 
 def test_compare_plot_draws_a_thin_dashed_prediction_where_the_theory_applies(
-    small_comparison: compare.Comparison,
+    small_comparison: sweep.Comparison,
 ) -> None:
     figure = plots.std_figure(small_comparison)
     (line,) = predicted_lines(figure)  # xavier only: none for the constant scheme

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import initlab
-from initlab import compare
+from initlab import sweep
 from initlab.cli import app
 from initlab.config import VerdictConfig, load_config
 from initlab.regimes import Trace, classify, critical_t, group_t
@@ -174,10 +174,10 @@ def test_dead_relu_units_are_noted() -> None:
 
 
 def cells(schemes: str, activations: str, depths: list[int], width: int, seeds: int) -> list[dict[str, object]]:
-    base = compare.base_config(None, width=width)
-    plan = compare.plan_sweep(base, compare.parse_schemes(schemes), compare.parse_activations(activations),
+    base = sweep.base_config(None, width=width)
+    plan = sweep.plan_sweep(base, sweep.parse_schemes(schemes), sweep.parse_activations(activations),
                               depths, seeds=seeds)
-    records: list[dict[str, object]] = compare.sweep(plan).summary.to_dict("records")
+    records: list[dict[str, object]] = sweep.run_sweep(plan).summary.to_dict("records")
     return records
 
 

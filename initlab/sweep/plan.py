@@ -1,0 +1,267 @@
+"""The plan of a sweep: one network under several init schemes, activations, depths, widths and seeds.
+
+A sweep is *planned* from a base :class:`~initlab.config.Config` and its axes: every
+(scheme, activation, depth, width) is a **cell**, and every seed of a cell is one fully
+resolved ``Config``, validated exactly as a config file is. Each of them is run by
+:func:`initlab.runner.run`, so its numbers equal ``initlab run`` on that config by
+construction. A resolved config is identified by the first 12 hex digits of the sha256 of
+its JSON (which includes the seed); that id names its folder ``cells/<id>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from initlab.activations import Activation
+from initlab.config import Config, Override, format_errors, load_config
+from initlab.errors import InitlabError
+from initlab.limits import MAX_RUNS, check_seeds
+from initlab.results import to_json
+from initlab.schemes import Scheme
+from initlab.sweep.specs import (
+    activation_overrides,
+    base_or_axis,
+    no_repeats,
+    parse_activations,
+    parse_ints,
+    parse_schemes,
+    required_schemes,
+)
+
+#: Columns that say which cell and seed a row of the tidy table belongs to.
+ID_COLUMNS = ["cell", "scheme", "activation", "depth", "width", "seed"]
+
+
+#: The axes of the matrix, in the order cells are planned, sorted and shown.
+CELL_KEYS = ["scheme", "activation", "depth", "width"]
+
+
+PLAN_FORMAT = "initlab-compare/1"
+
+
+def base_config(
+    path: Path | None,
+    *,
+    depth: int | None = None,
+    width: int | None = None,
+    batch_size: int | None = None,
+    bias: bool | None = None,
+    activation: str | None = None,
+    seed: int | None = None,
+    overrides: Sequence[str | Override] = (),
+) -> Config:
+    """The base network: ``path`` (or the classic study's defaults, named ``compare``) with the given
+    fields and ``overrides`` (``device=cuda``, say) applied through :func:`initlab.config.load_config`,
+    so precedence lives in one place; errors name the option (``--seed 5``)."""
+    typed = [*([] if path is not None else [Override(("name",), "compare", "the default name")]), *overrides]
+    for option, key, value in (("--depth", ("model", "depth"), depth), ("--width", ("model", "width"), width),
+                               ("--batch-size", ("data", "batch_size"), batch_size), ("--seed", ("seed",), seed)):
+        if value is not None:
+            typed.append(Override(key, value, f"{option} {value}"))
+    if bias is not None:
+        typed.append(Override(("model", "bias"), bias, "--bias" if bias else "--no-bias"))
+    if activation is not None:
+        typed += activation_overrides(activation)
+    return load_config(path, typed)
+
+
+def plan_from_options(
+    config: Path | None,
+    *,
+    schemes: str | None,
+    activations: str | None = None,
+    depth: int | None = None,
+    width: int | None = None,
+    batch_size: int | None = None,
+    bias: bool | None = None,
+    activation: str | None = None,
+    seed: int | None = None,
+    seeds: int = 1,
+    depths: str | None = None,
+    widths: str | None = None,
+    overrides: Sequence[str | Override] = (),
+    max_runs: int = MAX_RUNS,
+) -> Plan:
+    """The plan of ``initlab compare`` from its options as typed, every check made before any run.
+
+    A bad spec, a base flag next to the axis that replaces it (``--depth`` with
+    ``--depths``), a device that is not here, seeds torch cannot take, more than ``max_runs``
+    cell runs, or a cell too large for memory is an :class:`InitlabError`.
+    """
+    from initlab.devices import usable
+
+    base = base_config(
+        config, depth=base_or_axis(depth, depths, "depth"), width=base_or_axis(width, widths, "width"),
+        batch_size=batch_size, bias=bias, activation=base_or_axis(activation, activations, "activation"), seed=seed,
+        overrides=overrides,
+    )
+    usable(base)  # no CUDA, a bad id or dtype: one error now, not one per cell
+    axes = (parse_schemes(required_schemes(schemes)), parse_activations(activations) if activations else [],
+            parse_ints(depths, "--depths") if depths else [], parse_ints(widths, "--widths") if widths else [])
+    check_size([len(axis) or 1 for axis in axes], seeds, max_runs)
+    check_seeds(base.seed, seeds, "--seed/--seeds")
+    plan = plan_sweep(base, *axes, seeds=seeds)
+    check_feasible(plan)
+    return plan
+
+
+def check_size(lengths: Sequence[int], seeds: int, max_runs: int) -> None:
+    """Refuse, before planning anything, a sweep of more than ``max_runs`` cell runs."""
+    count = seeds
+    for length in lengths:
+        count *= length
+    if count > max_runs:
+        names = ["scheme", "activation", "depth", "width", "seed"]
+        shape = " x ".join(f"{n:,} {axis}{'s' if n != 1 else ''}"
+                           for n, axis in zip([*lengths, seeds], names, strict=True) if n != 1 or axis == "scheme")
+        raise InitlabError(f"the sweep has {count:,} cell runs ({shape}), more than --max-runs {max_runs:,}; "
+                           f"give --max-runs {count} to run it anyway")
+
+
+def check_feasible(plan: Plan) -> None:
+    """Refuse a plan with a cell that cannot fit in memory, checked once per distinct network size."""
+    from initlab.devices import check_memory, usable
+
+    checked: set[tuple[int, int]] = set()
+    for run in plan.runs:
+        if run.config is None or (run.depth, run.width) in checked:
+            continue
+        checked.add((run.depth, run.width))
+        try:
+            check_memory(run.config, usable(run.config))
+        except InitlabError as err:
+            raise InitlabError(f"cell depth {run.depth}, width {run.width}: {err}") from None
+
+
+def check_layers(chosen: list[int] | None, depths: list[int]) -> None:
+    """Refuse ``--layers`` that name no layer at any of the sweep's depths."""
+    if chosen is not None and not any(-d <= layer < d for layer in chosen for d in depths):
+        raise InitlabError(f"--layers: no layer of {chosen} exists at depth {', '.join(map(str, depths))}")
+
+
+@dataclass(frozen=True)
+class CellRun:
+    """One seed of one cell: its resolved config, or why it has none."""
+
+    cell: str  # 12 hex digits of sha256(resolved config JSON); names cells/<cell>/
+    scheme: str
+    activation: str
+    depth: int
+    width: int
+    seed: int
+    config: Config | None
+    raw: dict[str, Any]  # the mapping that was validated (the resolved config when valid)
+    error: str | None = None
+
+    @property
+    def position(self) -> tuple[str, str, int, int]:
+        """Where the run sits in the matrix: (scheme, activation, depth, width)."""
+        return (self.scheme, self.activation, self.depth, self.width)
+
+    def ids(self) -> dict[str, Any]:
+        """The identifying columns of the tidy table."""
+        return {"cell": self.cell, "scheme": self.scheme, "activation": self.activation,
+                "depth": self.depth, "width": self.width, "seed": self.seed}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.ids(), "config": self.raw, "error": self.error}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every cell run of a sweep, in matrix order, and the axes they were planned from."""
+
+    name: str
+    axes: dict[str, list[Any]]  # schemes, activations (labels), depths, widths, seeds
+    runs: tuple[CellRun, ...]
+    argv: list[str] = field(default_factory=list)
+
+    def positions(self) -> list[tuple[str, str, int, int]]:
+        """The matrix cells, in plan order, each once."""
+        return list(dict.fromkeys(run.position for run in self.runs))
+
+    def to_json(self) -> str:
+        return to_json({"format": PLAN_FORMAT, "name": self.name, "argv": self.argv, "axes": self.axes,
+                        "runs": [run.as_dict() for run in self.runs]})
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> Plan:
+        """Read a plan written by :meth:`to_json`, re-validating every stored config."""
+        try:
+            data = json.loads(text)
+            if data.get("format") != PLAN_FORMAT:
+                raise ValueError(f"format is {data.get('format')!r}, not {PLAN_FORMAT!r}")
+            runs = tuple(_stored_run(entry) for entry in data["runs"])
+            return cls(str(data["name"]), dict(data["axes"]), runs, list(data.get("argv", [])))
+        except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as err:
+            raise InitlabError(f"{source}: not a readable compare plan ({str(err).splitlines()[0]})") from None
+
+
+def _stored_run(entry: dict[str, Any]) -> CellRun:
+    config = Config.model_validate(entry["config"]) if entry["error"] is None else None
+    if config is not None and config_hash(config) != entry["cell"]:
+        raise ValueError(f"cell {entry['cell']}: its config no longer hashes to its id")
+    fields = {k: entry[k] for k in ("cell", "scheme", "activation", "depth", "width", "seed", "error")}
+    return CellRun(config=config, raw=entry["config"], **fields)
+
+
+def config_hash(config: Config) -> str:
+    """A cell run's id: the first 12 hex digits of sha256 of its resolved config's JSON."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+
+
+def plan_sweep(
+    base: Config,
+    schemes: Sequence[Scheme],
+    activations: Sequence[Activation] = (),
+    depths: Sequence[int] = (),
+    widths: Sequence[int] = (),
+    seeds: int = 1,
+) -> Plan:
+    """Every (scheme, activation, depth, width, seed) of a sweep as a resolved config.
+
+    Empty axes take the base config's value; seeds are ``base.seed``, ``base.seed + 1``, ...
+    A scheme replaces the base's weight scheme (its per-layer overrides and bias scheme
+    stay). A combination that does not validate (``gain: torch`` on gelu, say) is planned
+    as a failed run carrying the error, so the other cells still run.
+    """
+    if not schemes:
+        raise InitlabError("give at least one scheme")
+    check_seeds(base.seed, seeds, "seeds")
+    acts = list(activations) or [base.model.activation]
+    axes: dict[str, list[Any]] = {
+        "schemes": [s.label() for s in schemes], "activations": [a.label() for a in acts],
+        "depths": list(depths) or [base.model.depth], "widths": list(widths) or [base.model.width],
+        "seeds": [base.seed + i for i in range(seeds)],
+    }
+    for name in ("schemes", "activations"):
+        no_repeats(axes[name], f"--{name}")
+    runs = tuple(
+        _resolve(base, scheme, act, depth, width, seed)
+        for scheme in schemes for act in acts
+        for depth in axes["depths"] for width in axes["widths"] for seed in axes["seeds"]
+    )
+    return Plan(base.name, axes, runs)
+
+
+def _resolve(base: Config, scheme: Scheme, act: Activation, depth: int, width: int, seed: int) -> CellRun:
+    raw = base.model_dump(mode="json")
+    raw["seed"] = seed
+    raw["model"] = {**raw["model"], "activation": act.model_dump(mode="json"), "depth": depth, "width": width}
+    raw["init"] = {**scheme.model_dump(mode="json"), "layers": raw["init"]["layers"], "bias": raw["init"]["bias"]}
+    where: dict[str, Any] = {"scheme": scheme.label(), "activation": act.label(), "depth": depth, "width": width,
+                             "seed": seed}
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as err:
+        error = "; ".join(line.removeprefix(": ") for line in format_errors(err, raw, {}, "", {}))
+        cell = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+        return CellRun(cell=cell, config=None, raw=raw, error=error, **where)
+    return CellRun(cell=config_hash(config), config=config, raw=config.model_dump(mode="json"), **where)
