@@ -81,8 +81,8 @@ def _count(x: torch.Tensor, value: int) -> torch.Tensor:
 
 
 def _moments_partial(x: torch.Tensor, absmax: bool = False) -> torch.Tensor:
-    """(k, 4) count, mean, M2 and non-finite count of each row of ``x``, and max |x| when ``absmax``
-    (taken in the same pass on the CPU: the slice is then read from memory once for both)."""
+    """Count, mean, M2 and non-finite count of each row of ``x`` (k, 4), and max |x| as a fifth column
+    when ``absmax`` (taken in the same pass on the CPU: each slice is read from memory once for both)."""
     flat = x.reshape(x.shape[0], -1)
     if flat.device.type != "cpu":
         two_pass = _moments_two_pass(flat)

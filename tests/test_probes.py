@@ -163,3 +163,16 @@ def test_saturation_counts_are_exact_beyond_the_dtype_integers(dtype: torch.dtyp
     partial = STATISTICS["saturated"](parse_activation("tanh"))
     assert partial is not None
     assert partial.partial(x).tolist() == [[2999.0, 3001.0]]
+
+
+def test_the_device_path_computes_what_the_cpu_path_does() -> None:
+    """On a GPU the moments take two float64 passes and nothing is read back: the same numbers."""
+    from initlab import statistics
+
+    x = torch.randn(3, 40, 7, generator=torch.Generator().manual_seed(9)) * 2 + 5
+    x[1, 3, 2] = -math.inf
+    flat = x.reshape(3, -1)
+    device = torch.cat([statistics._moments_two_pass(flat), statistics._absmax_partial(flat)], dim=1).numpy()
+    host = MOMENTS.partial(x).numpy()
+    np.testing.assert_allclose(device[[0, 2]], host[[0, 2]], rtol=1e-13)
+    assert device[1, [0, 3, 4]].tolist() == host[1, [0, 3, 4]].tolist() == [280, 1, math.inf]
