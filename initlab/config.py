@@ -7,6 +7,7 @@ and line (or the override) and the dotted field path.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -328,11 +329,15 @@ class Override:
         if "=" not in text:
             raise ConfigError([f"{source}: expected dotted.path=value, e.g. model.depth=50"])
         dotted, value = text.split("=", 1)
-        parts = dotted.strip().split(".")
-        if not all(parts):
-            raise ConfigError([f"{source}: empty part in the path {dotted!r}"])
-        path = tuple(int(part) if _INDEX.match(part) else part for part in parts)
-        return cls(path, parse_value(value), source, value)
+        return cls(parse_path(dotted.strip(), source), parse_value(value), source, value)
+
+
+def parse_path(dotted: str, source: str) -> ConfigPath:
+    """A dotted config path (``init.layers.0.val``): list indices as integers; ``source`` names it in errors."""
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError([f"{source}: empty part in the path {dotted!r}"])
+    return tuple(int(part) if _INDEX.match(part) else part for part in parts)
 
 
 def _apply(raw: Any, override: Override, set_paths: set[ConfigPath]) -> None:
@@ -639,13 +644,23 @@ def load_config(path: str | Path | None, overrides: Sequence[str | Override] = (
     source = str(path) if path is not None else "(defaults)"
     doc = _read(path, source) if path is not None else yamlfile.Document({})
     typed = [o if isinstance(o, Override) else Override.parse(o) for o in overrides]
+    return _validated(doc, source, typed)
+
+
+def patched(raw: Mapping[str, Any], overrides: Sequence[Override]) -> Config:
+    """A config from a mapping (another config's dump, say) with ``overrides`` set on it, validated once;
+    ``raw`` is not changed. Errors name the override that set the field (``--grid init.gain=x``)."""
+    return _validated(yamlfile.Document(copy.deepcopy(dict(raw))), "(config)", overrides)
+
+
+def _validated(doc: yamlfile.Document, source: str, overrides: Sequence[Override]) -> Config:
     set_paths: set[ConfigPath] = set()
-    for override in typed:
+    for override in overrides:
         _apply(doc.data, override, set_paths)
     try:
         return Config.model_validate(doc.data)
     except ValidationError as err:
-        raise ConfigError(format_errors(err, doc.data, doc.lines, source, typed, texts=doc.texts)) from None
+        raise ConfigError(format_errors(err, doc.data, doc.lines, source, overrides, texts=doc.texts)) from None
 
 
 def to_yaml(config: Config) -> str:

@@ -3,6 +3,7 @@ tables and the bytes of figures its caller draws; it never draws."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -63,7 +64,7 @@ class SweepFolder:
     def create(cls, root: Path, plan: Plan, argv: Sequence[str], figures: Figures | None = None) -> SweepFolder:
         """A new, empty sweep folder holding ``plan.json``; ``figures`` draws the aggregates' figures."""
         ident = run_id(datetime.now(timezone.utc), plan.axes["seeds"][0])
-        stored = Plan(plan.name, plan.axes, plan.runs, list(argv))
+        stored = dataclasses.replace(plan, argv=list(argv))
         path = write_folder(root, plan.name, ident, {"plan.json": stored.to_json()})
         return cls(path, argv, resumed=False, figures=figures)
 
