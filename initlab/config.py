@@ -69,6 +69,43 @@ class ModelConfig(Frozen):
     width: Int = Field(256, ge=1, description="features in and out of every block")
     activation: ActivationConfig = Field(default_factory=Linear)
     bias: bool = False
+    bias_std: NonNegativeFloat | None = Field(
+        None, description="σb, the bias std in one field: sets bias: true and init.bias: {scheme: normal, mean: 0, "
+        "std: σb} (so a --grid can sweep it); unset: bias and init.bias say it")
+
+    @model_serializer(mode="wrap")
+    def _unset_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out when unset, so every config without it dumps (and hashes) as it did before it existed.
+        out: dict[str, Any] = handler(self)
+        if out.get("bias_std") is None:
+            out.pop("bias_std", None)
+        return out
+
+
+#: The bias schemes ``model.bias_std`` replaces: the default, and its own (a config's dump has one).
+_BIAS_STD_REPLACES = ("zeros", "normal")
+
+
+def _bias_std(data: Any) -> Any:
+    """``model.bias_std: s`` as the two fields it stands for: ``model.bias: true`` and ``init.bias: normal(0, s)``.
+
+    It replaces ``init.bias`` only where that is the default (zeros) or a normal of mean 0 (what a dump of a
+    config with ``bias_std`` holds, so a patched dump re-validates); any other bias scheme is a conflict.
+    """
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict):
+        return data
+    std = model.get("bias_std")
+    if std is None or isinstance(std, bool) or not isinstance(std, (int, float)) or not std >= 0:
+        return data  # unset, or not a std: the field's own validation says so
+    init: dict[str, Any] = data["init"] if isinstance(data.get("init"), dict) else {}
+    bias = init.get("bias", "zeros")
+    scheme = bias if isinstance(bias, str) else bias.get("scheme") if isinstance(bias, dict) else None
+    if scheme not in _BIAS_STD_REPLACES or (isinstance(bias, dict) and bias.get("mean", 0) != 0):
+        raise custom_error("conflict", "sets init.bias to normal(0, bias_std): give bias_std or init.bias, not both",
+                           path="model.bias_std")
+    return {**data, "model": {**model, "bias": True},
+            "init": {**init, "bias": {"scheme": "normal", "mean": 0.0, "std": float(std)}}}
 
 
 class _WithScheme(Frozen):
@@ -241,6 +278,11 @@ class Config(Frozen):
     jacobian: Annotated[JacobianConfig | None, BeforeValidator(_switch)] = Field(  # type: ignore[assignment]
         False, description="the input-output Jacobian's singular values; off unless given"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bias_std(cls, data: Any) -> Any:
+        return _bias_std(data)
 
     @field_serializer("backward", "jacobian")
     def _off_as_false(self, value: Frozen | None) -> Any:
