@@ -71,14 +71,14 @@ def parse_grid(text: str, option: str = "--grid") -> Axis:
     path = parse_path(dotted.strip(), source)
     if path in OWNED:
         raise InitlabError(f"{source}: {'.'.join(map(str, path))} is swept by {OWNED[path]}; use that option")
+    if any(bracket in values for bracket in "[]{}"):
+        raise InitlabError(f"{source}: each value is one number, word or boolean, not a list or mapping")
     parts = [part.strip() for part in values.split(",")]
     if len(parts) == 1 and parts[0].count(":") == 2:
         return Axis(path, _range(parts[0], source))
     if any(not part for part in parts):
         raise InitlabError(f"{source}: empty value (a stray comma?)")
     parsed = [parse_value(part) for part in parts]
-    if any(isinstance(value, (list, dict)) for value in parsed):
-        raise InitlabError(f"{source}: each value is one number, word or boolean, not a list or mapping")
     no_repeats(parsed, source)
     return Axis(path, tuple(parsed))
 
