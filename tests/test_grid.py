@@ -172,6 +172,8 @@ def test_resume_of_a_grid_sweep_gives_the_same_tables(tmp_path: Path) -> None:
     for name in ("layers.csv", "summary.csv", "traces.csv"):
         assert (first.path / name).read_bytes() == (whole.path / name).read_bytes()
     assert pd.read_csv(first.path / "summary.csv")["data.batch_size"].tolist() == [8, 16, 8, 16]
+    meta = json.loads((first.path / "meta.json").read_text())
+    assert meta["grid"] == [{"path": "init.gain", "values": [0.8, 1.6]}, {"path": "data.batch_size", "values": [8, 16]}]
 
 
 def test_an_old_plan_without_grid_still_loads() -> None:
