@@ -132,14 +132,15 @@ def check_size(lengths: Sequence[int], seeds: int, max_runs: int, grid: Sequence
 
 
 def check_feasible(plan: Plan) -> None:
-    """Refuse a plan with a cell that cannot fit in memory, checked once per distinct network size."""
+    """Refuse a plan with a cell that cannot fit in memory, checked once per distinct network size and grid value."""
     from initlab.devices import check_memory, usable
 
-    checked: set[tuple[int, int]] = set()
+    checked: set[tuple[Any, ...]] = set()
     for run in plan.runs:
-        if run.config is None or (run.depth, run.width) in checked:
+        size = (run.depth, run.width, *run.grid.values())  # a grid axis may change the size (data.batch_size)
+        if run.config is None or size in checked:
             continue
-        checked.add((run.depth, run.width))
+        checked.add(size)
         try:
             check_memory(run.config, usable(run.config))
         except InitlabError as err:
