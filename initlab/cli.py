@@ -297,6 +297,13 @@ def compare(
         str | None, typer.Option("--depths", help="Depths to sweep, e.g. 10,50,100: one matrix per depth and width.")
     ] = None,
     widths: Annotated[str | None, typer.Option("--widths", help="Widths to sweep, e.g. 64,256,1024.")] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option("--grid", metavar="PATH=VALUES", show_default=False,
+                     help="Sweep any config field by its dotted path (as run's overrides): a comma list "
+                     "(data.batch_size=16,256) or start:stop:step, stop included (init.gain=0.8:2.4:0.1). "
+                     "Repeatable: the axes form a product with the others."),
+    ] = None,
     layers: Annotated[
         str | None,
         typer.Option("--layers", help="Layers of the std table, e.g. 0,10,-1. Default: 0, 1, 10%, 50%, last."),
@@ -328,13 +335,14 @@ def compare(
                 "--schemes": schemes, "--activations": activations, "--config": config, "--depth": depth,
                 "--width": width, "--batch-size": batch_size, "--bias/--no-bias": bias, "--activation": activation,
                 "--seed": seed, "--seeds": seeds if seeds != 1 else None, "--depths": depths, "--widths": widths,
+                "--grid": grid or None,
                 "--out": out, "--no-save": None if save else True, "--device": device, "--devices": devices,
                 "--no-backward": True if no_backward else None,
             })
         else:
             plan = sweep.plan_from_options(
                 config, schemes=schemes, activations=activations, depth=depth, width=width, batch_size=batch_size,
-                bias=bias, activation=activation, seed=seed, seeds=seeds, depths=depths, widths=widths,
+                bias=bias, activation=activation, seed=seed, seeds=seeds, depths=depths, widths=widths, grid=grid or (),
                 overrides=device_overrides(device, devices, no_backward), max_runs=max_runs,
             )
         sweep.check_layers(chosen, plan.axes["depths"])

@@ -7,6 +7,7 @@ and line (or the override) and the dotted field path.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -68,6 +69,43 @@ class ModelConfig(Frozen):
     width: Int = Field(256, ge=1, description="features in and out of every block")
     activation: ActivationConfig = Field(default_factory=Linear)
     bias: bool = False
+    bias_std: NonNegativeFloat | None = Field(
+        None, description="σb, the bias std in one field: sets bias: true and init.bias: {scheme: normal, mean: 0, "
+        "std: σb} (so a --grid can sweep it); unset: bias and init.bias say it")
+
+    @model_serializer(mode="wrap")
+    def _unset_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out when unset, so every config without it dumps (and hashes) as it did before it existed.
+        out: dict[str, Any] = handler(self)
+        if out.get("bias_std") is None:
+            out.pop("bias_std", None)
+        return out
+
+
+#: The bias schemes ``model.bias_std`` replaces: the default, and its own (a config's dump has one).
+_BIAS_STD_REPLACES = ("zeros", "normal")
+
+
+def _bias_std(data: Any) -> Any:
+    """``model.bias_std: s`` as the two fields it stands for: ``model.bias: true`` and ``init.bias: normal(0, s)``.
+
+    It replaces ``init.bias`` only where that is the default (zeros) or a normal of mean 0 (what a dump of a
+    config with ``bias_std`` holds, so a patched dump re-validates); any other bias scheme is a conflict.
+    """
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict):
+        return data
+    std = model.get("bias_std")
+    if std is None or isinstance(std, bool) or not isinstance(std, (int, float)) or not std >= 0:
+        return data  # unset, or not a std: the field's own validation says so
+    init: dict[str, Any] = data["init"] if isinstance(data.get("init"), dict) else {}
+    bias = init.get("bias", "zeros")
+    scheme = bias if isinstance(bias, str) else bias.get("scheme") if isinstance(bias, dict) else None
+    if scheme not in _BIAS_STD_REPLACES or (isinstance(bias, dict) and bias.get("mean", 0) != 0):
+        raise custom_error("conflict", "sets init.bias to normal(0, bias_std): give bias_std or init.bias, not both",
+                           path="model.bias_std")
+    return {**data, "model": {**model, "bias": True},
+            "init": {**init, "bias": {"scheme": "normal", "mean": 0.0, "std": float(std)}}}
 
 
 class _WithScheme(Frozen):
@@ -241,6 +279,11 @@ class Config(Frozen):
         False, description="the input-output Jacobian's singular values; off unless given"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bias_std(cls, data: Any) -> Any:
+        return _bias_std(data)
+
     @field_serializer("backward", "jacobian")
     def _off_as_false(self, value: Frozen | None) -> Any:
         return False if value is None else value
@@ -328,11 +371,15 @@ class Override:
         if "=" not in text:
             raise ConfigError([f"{source}: expected dotted.path=value, e.g. model.depth=50"])
         dotted, value = text.split("=", 1)
-        parts = dotted.strip().split(".")
-        if not all(parts):
-            raise ConfigError([f"{source}: empty part in the path {dotted!r}"])
-        path = tuple(int(part) if _INDEX.match(part) else part for part in parts)
-        return cls(path, parse_value(value), source, value)
+        return cls(parse_path(dotted.strip(), source), parse_value(value), source, value)
+
+
+def parse_path(dotted: str, source: str) -> ConfigPath:
+    """A dotted config path (``init.layers.0.val``): list indices as integers; ``source`` names it in errors."""
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError([f"{source}: empty part in the path {dotted!r}"])
+    return tuple(int(part) if _INDEX.match(part) else part for part in parts)
 
 
 def _apply(raw: Any, override: Override, set_paths: set[ConfigPath]) -> None:
@@ -639,13 +686,23 @@ def load_config(path: str | Path | None, overrides: Sequence[str | Override] = (
     source = str(path) if path is not None else "(defaults)"
     doc = _read(path, source) if path is not None else yamlfile.Document({})
     typed = [o if isinstance(o, Override) else Override.parse(o) for o in overrides]
+    return _validated(doc, source, typed)
+
+
+def patched(raw: Mapping[str, Any], overrides: Sequence[Override]) -> Config:
+    """A config from a mapping (another config's dump, say) with ``overrides`` set on it, validated once;
+    ``raw`` is not changed. Errors name the override that set the field (``--grid init.gain=x``)."""
+    return _validated(yamlfile.Document(copy.deepcopy(dict(raw))), "(config)", overrides)
+
+
+def _validated(doc: yamlfile.Document, source: str, overrides: Sequence[Override]) -> Config:
     set_paths: set[ConfigPath] = set()
-    for override in typed:
+    for override in overrides:
         _apply(doc.data, override, set_paths)
     try:
         return Config.model_validate(doc.data)
     except ValidationError as err:
-        raise ConfigError(format_errors(err, doc.data, doc.lines, source, typed, texts=doc.texts)) from None
+        raise ConfigError(format_errors(err, doc.data, doc.lines, source, overrides, texts=doc.texts)) from None
 
 
 def to_yaml(config: Config) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from initlab.regimes import Signal
     from initlab.seeds import SeedStudy
     from initlab.sweep import Comparison
+    from initlab.sweep.grid import Axis
 
 #: One colour per regime, shared by tables and plots.
 COLOURS = {"explosion": "red", "vanishing": "blue", "saturated": "magenta", "stable": "green"}
@@ -381,37 +383,68 @@ def _agree_text(row: dict[str, Any], counts: list[tuple[str, Any]]) -> Text:
     return text
 
 
-def _rows(summary: pd.DataFrame) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """Summary rows by (scheme, activation, depth, width), missing values as None."""
+def _rows(summary: pd.DataFrame, grid: Sequence[Axis] = ()) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Summary rows by (scheme, activation, depth, width, grid values...), missing values as None."""
     records = table_records(summary)
-    return {(r["scheme"], r["activation"], r["depth"], r["width"]): r for r in records}
+    keys = ["scheme", "activation", "depth", "width", *(axis.name for axis in grid)]
+    return {tuple(r[key] for key in keys): r for r in records}
+
+
+def _combos(grid: Sequence[Axis]) -> list[tuple[Any, ...]]:
+    """Every combination of the grid axes' values, in plan order (one empty one without a grid)."""
+    return list(itertools.product(*(axis.values for axis in grid)))
+
+
+def _grid_text(grid: Sequence[Axis], combo: Sequence[Any]) -> str:
+    """``init.gain 0.8, data.batch_size 16``: where a cell sits on the grid axes."""
+    return ", ".join(f"{axis.name} {_value_text(value)}" for axis, value in zip(grid, combo, strict=True))
+
+
+def _grid_lines(grid: Sequence[Axis], combo: Sequence[Any]) -> list[str]:
+    """A column header's lines for a cell's grid values: the axis, then its value."""
+    return [line for axis, value in zip(grid, combo, strict=True) for line in (axis.name, _value_text(value))]
+
+
+def _value_text(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _shapes(axes: dict[str, list[Any]]) -> list[tuple[int, int]]:
     return [(depth, width) for depth in axes["depths"] for width in axes["widths"]]
 
 
-def compare_matrices(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> list[FittedTable]:
-    """The regime matrix, rows schemes and columns activations; one per (depth, width)."""
-    rows = _rows(summary)
+def compare_matrices(summary: pd.DataFrame, axes: dict[str, list[Any]], grid: Sequence[Axis] = ()
+                     ) -> list[FittedTable]:
+    """The regime matrix, rows schemes (and, with grid axes, one row per scheme and grid value, a key
+    column per axis) and columns activations; one per (depth, width)."""
+    rows = _rows(summary, grid)
     seeds = len(axes["seeds"])
+    lines = [(scheme, combo) for scheme in axes["schemes"] for combo in _combos(grid)]
     tables = []
     for depth, width in _shapes(axes):
         title = f"regime matrix: depth {depth}, width {width}, {seeds} seed{'s' if seeds > 1 else ''}"
-        columns = [Col(activation, [cell_text(rows[(scheme, activation, depth, width)]) for scheme in axes["schemes"]],
-                       "left") for activation in axes["activations"]]
-        keys = [Col("scheme", [_break_label(scheme) for scheme in axes["schemes"]], "left")]
+        columns = [Col(activation, [cell_text(rows[(scheme, activation, depth, width) + combo])
+                                    for scheme, combo in lines], "left") for activation in axes["activations"]]
+        keys = [Col("scheme", [_break_label(scheme) for scheme, _ in lines], "left")]
+        keys += [Col(axis.name, [_value_text(combo[i]) for _, combo in lines]) for i, axis in enumerate(grid)]
         tables.append(FittedTable(title, keys, columns, show_lines=True))
     return tables
 
 
-def compare_failures(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> Text | None:
+def _where(r: dict[str, Any], axes: dict[str, list[Any]], grid: Sequence[Axis]) -> str:
+    """`` (depth 10, width 64, init.gain 1.2)``: a summary row's place beyond scheme and activation, where
+    the sweep has more than one."""
+    shape = [f"depth {r['depth']}, width {r['width']}"] if len(_shapes(axes)) > 1 else []
+    place = ", ".join([*shape, *([_grid_text(grid, [r[a.name] for a in grid])] if grid else [])])
+    return f" ({place})" if place else ""
+
+
+def compare_failures(summary: pd.DataFrame, axes: dict[str, list[Any]], grid: Sequence[Axis] = ()) -> Text | None:
     """One line per failed scheme and error, naming the cells it failed in; None when nothing failed."""
     groups: dict[tuple[str, str], list[str]] = {}
-    several = len(_shapes(axes)) > 1
     for r in table_records(summary):
         if r["status"] == "failed":
-            where = r["activation"] + (f" (depth {r['depth']}, width {r['width']})" if several else "")
+            where = r["activation"] + _where(r, axes, grid)
             groups.setdefault((r["scheme"], r["error"]), []).append(where)
     if not groups:
         return None
@@ -423,14 +456,13 @@ def compare_failures(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> Text 
     return text
 
 
-def compare_notes(summary: pd.DataFrame, axes: dict[str, list[Any]]) -> Text | None:
+def compare_notes(summary: pd.DataFrame, axes: dict[str, list[Any]], grid: Sequence[Axis] = ()) -> Text | None:
     """One line per verdict worth a second look: seeds that disagree, a theory that disagrees or does not
     apply, finite width, dead units; the line gives the seeds' spread and the verdict's notes. A backward
     verdict's line is marked ``(backward)``."""
     text = Text()
-    several = len(_shapes(axes)) > 1
     for r in table_records(summary):
-        where = f"{r['scheme']} + {r['activation']}" + (f" (depth {r['depth']}, width {r['width']})" if several else "")
+        where = f"{r['scheme']} + {r['activation']}" + _where(r, axes, grid)
         for prefix, label in (("", ""), ("backward_", " (backward)")):
             if _worth_a_note(r, prefix):
                 text.append(f"{where}{label}: ", style="bold")
@@ -456,9 +488,10 @@ def pick_layers(depth: int, chosen: Sequence[int] | None) -> list[int]:
 
 
 def std_tables(traces: pd.DataFrame, axes: dict[str, list[Any]], chosen: Sequence[int] | None,
-               signal: Signal = "forward") -> list[FittedTable]:
-    """Median block-output std at a few layers, one column per cell (split to fit the terminal);
-    ``signal="backward"``: the median gradient rms (none without a backward pass)."""
+               signal: Signal = "forward", grid: Sequence[Axis] = ()) -> list[FittedTable]:
+    """Median block-output std at a few layers, one column per cell (split to fit the terminal; with grid
+    axes, one per scheme, activation and grid value); ``signal="backward"``: the median gradient rms (none
+    without a backward pass)."""
     column, what = ("median", "std") if signal == "forward" else ("grad_median", "gradient rms")
     if column not in traces.columns:
         return []
@@ -466,14 +499,15 @@ def std_tables(traces: pd.DataFrame, axes: dict[str, list[Any]], chosen: Sequenc
     for depth, net_width in _shapes(axes):
         layers = pick_layers(depth, chosen)
         shape = traces[(traces["depth"] == depth) & (traces["width"] == net_width) & traces[column].notna()]
-        median = {(s, a, int(layer)): m for s, a, layer, m in
-                  zip(shape["scheme"], shape["activation"], shape["layer"], shape[column], strict=True)}
-        drawn = set(zip(shape["scheme"], shape["activation"], strict=True))
-        cells = [(s, a) for a in axes["activations"] for s in axes["schemes"] if (s, a) in drawn]
+        keys = [shape[name] for name in ("scheme", "activation", *(axis.name for axis in grid))]
+        median = {(*key, int(layer)): m for *key, layer, m in zip(*keys, shape["layer"], shape[column], strict=True)}
+        drawn = set(zip(*keys, strict=True))
+        cells = [(s, a, *c) for a in axes["activations"] for s in axes["schemes"] for c in _combos(grid)
+                 if (s, a, *c) in drawn]
         if not cells:  # every cell of this shape failed: nothing to tabulate
             continue
-        columns = [Col(f"{a}\n{_break_label(s)}", [_std_text(median.get((s, a, layer))) for layer in layers])
-                   for s, a in cells]
+        columns = [Col("\n".join([a, _break_label(s), *_grid_lines(grid, c)]),
+                       [_std_text(median.get((s, a, *c, layer))) for layer in layers]) for s, a, *c in cells]
         title = f"{what} by layer (median over seeds): depth {depth}, width {net_width}"
         tables.append(FittedTable(title, [Col("layer", [str(layer) for layer in layers])], columns))
     return tables
@@ -497,19 +531,19 @@ def print_compare(
     console: Console, comparison: Comparison, layers: Sequence[int] | None, folder: Path | None
 ) -> None:
     """The terminal report of a comparison: matrices, failures, the side-by-side std table."""
-    axes = comparison.plan.axes
-    for table in compare_matrices(comparison.summary, axes):
+    axes, grid = comparison.plan.axes, comparison.plan.grid
+    for table in compare_matrices(comparison.summary, axes, grid):
         console.print(table)
-    failures = compare_failures(comparison.summary, axes)
+    failures = compare_failures(comparison.summary, axes, grid)
     if failures is not None:
         console.print(failures)
         console.print()
-    notes = compare_notes(comparison.summary, axes)
+    notes = compare_notes(comparison.summary, axes, grid)
     if notes is not None:
         console.print(notes)
         console.print()
     for signal in ("forward", "backward"):
-        for table in std_tables(comparison.traces, axes, layers, signal):
+        for table in std_tables(comparison.traces, axes, layers, signal, grid):
             console.print(table)
     if folder is not None:
         console.print(f"results: {folder}", soft_wrap=True)  # a path is never wrapped: it is copied
@@ -520,6 +554,7 @@ def compare_json(comparison: Comparison, folder: Path | None) -> str:
     return to_json(
         {
             "axes": comparison.plan.axes,
+            "grid": [axis.as_dict() for axis in comparison.plan.grid],
             "summary": table_records(comparison.summary),
             "traces": table_records(comparison.traces),
             "failed": comparison.failed,

@@ -48,21 +48,21 @@ def aggregate(plan: Plan, outcomes: dict[str, Outcome]) -> Comparison:
     """The tidy table, median traces and per-cell summary of the finished ``outcomes``."""
     ordered = [outcomes[run.cell] for run in plan.runs if run.cell in outcomes]
     ok = [o for o in ordered if o.error is None]
-    layers = tidy_layers(ok)
-    traces = median_traces(layers)
+    layers = tidy_layers(ok, plan.id_columns)
+    traces = median_traces(layers, plan.cell_keys)
     failed = [{**o.run.ids(), "error": o.error} for o in ordered if o.error is not None]
     summary = summarise(plan, ok, traces, failed)
     return Comparison(plan, layers, summary, traces, failed)
 
 
-def tidy_layers(outcomes: Sequence[Outcome]) -> pd.DataFrame:
-    """One row per (cell, seed, layer), in plan order: ids first, then the per-layer columns."""
+def tidy_layers(outcomes: Sequence[Outcome], ids: Sequence[str] = ID_COLUMNS) -> pd.DataFrame:
+    """One row per (cell, seed, layer), in plan order: ``ids`` first, then the per-layer columns."""
     frames = [o.layers().assign(**o.run.ids()) for o in outcomes]
     if not frames:
-        empty: pd.DataFrame = pd.DataFrame(columns=[*ID_COLUMNS, "layer", "std", "nonfinite"])
+        empty: pd.DataFrame = pd.DataFrame(columns=[*ids, "layer", "std", "nonfinite"])
         return empty
     table = pd.concat(frames, ignore_index=True)
-    ordered: pd.DataFrame = table[ID_COLUMNS + _merged_columns([list(f.columns) for f in frames], ID_COLUMNS)]
+    ordered: pd.DataFrame = table[[*ids, *_merged_columns([list(f.columns) for f in frames], ids)]]
     return ordered
 
 
@@ -79,26 +79,27 @@ def _merged_columns(orders: Sequence[list[str]], skip: Sequence[str]) -> list[st
     return merged
 
 
-def median_traces(layers: pd.DataFrame) -> pd.DataFrame:
+def median_traces(layers: pd.DataFrame, keys: Sequence[str] = CELL_KEYS) -> pd.DataFrame:
     """Per cell and layer: the forward median trace (``median``, ``low``, ``high``, ``seeds``, the fractions'
     medians, ``theory_std``) and, where the cells ran a backward pass, the backward one beside it
-    (``grad_median``, ``grad_low``, ``grad_high``, ``theory_grad_rms``): see :func:`signal_traces`."""
-    forward = signal_traces(layers, FORWARD)
-    backward = signal_traces(layers, BACKWARD)
+    (``grad_median``, ``grad_low``, ``grad_high``, ``theory_grad_rms``): see :func:`signal_traces`. A cell is
+    identified by ``keys`` (the plan's :attr:`~initlab.sweep.plan.Plan.cell_keys`)."""
+    forward = signal_traces(layers, FORWARD, keys)
+    backward = signal_traces(layers, BACKWARD, keys)
     if backward.empty:
         return forward
-    merged: pd.DataFrame = forward.merge(backward.drop(columns="grad_seeds"), how="left", on=[*CELL_KEYS, "layer"])
+    merged: pd.DataFrame = forward.merge(backward.drop(columns="grad_seeds"), how="left", on=[*keys, "layer"])
     return merged
 
 
-def signal_traces(layers: pd.DataFrame, columns: SignalColumns) -> pd.DataFrame:
+def signal_traces(layers: pd.DataFrame, columns: SignalColumns, keys: Sequence[str] = CELL_KEYS) -> pd.DataFrame:
     """Per cell and layer: the median of the signal's value over seeds (non-finite as +inf), the range of the
     finite ones, the seeds counted, the fractions' medians and the mean-field prediction (missing where the
     theory does not apply), the columns prefixed by ``columns.prefix``. Rows without the signal (a cell run
     without a backward pass) are left out: empty where no cell has it."""
     first = columns.nonfinite[0]
     if first not in layers.columns:
-        empty: pd.DataFrame = pd.DataFrame(columns=[*CELL_KEYS, "layer"])
+        empty: pd.DataFrame = pd.DataFrame(columns=[*keys, "layer"])
         return empty
     layers = layers[layers[first].notna()]
     value = layers[columns.value].astype("float64")
@@ -108,9 +109,9 @@ def signal_traces(layers: pd.DataFrame, columns: SignalColumns) -> pd.DataFrame:
             bad |= layers[name].fillna(0) > 0
     fractions = [c for c in columns.fractions if c in layers.columns]
     predicted = [columns.predicted] if columns.predicted in layers.columns else []  # the same for every seed
-    frame = layers[CELL_KEYS + ["seed", "layer", *fractions, *predicted]].assign(
+    frame = layers[[*keys, "seed", "layer", *fractions, *predicted]].assign(
         as_inf=value.where(~bad, np.inf), finite=value.where(~bad))
-    grouped = frame.groupby(CELL_KEYS + ["layer"], sort=False)
+    grouped = frame.groupby([*keys, "layer"], sort=False, dropna=False)  # a grid value may be null
     out = pd.DataFrame({
         columns.median: grouped["as_inf"].median(), columns.low: grouped["finite"].min(),
         columns.high: grouped["finite"].max(), f"{columns.prefix}seeds": grouped["seed"].count(),
@@ -138,28 +139,27 @@ def summarise(
     plan: Plan, ok: Sequence[Outcome], traces: pd.DataFrame, failed: Sequence[dict[str, Any]]
 ) -> pd.DataFrame:
     """One row per cell: status, seed counts, the median trace's verdicts and figures, any error."""
-    summaries: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {}
+    summaries: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for outcome in ok:
         assert outcome.summary is not None
         summaries.setdefault(outcome.run.position, []).append(outcome.summary)
-    errors: dict[tuple[str, str, int, int], list[str]] = {}
+    errors: dict[tuple[Any, ...], list[str]] = {}
     for entry in failed:
-        errors.setdefault((entry["scheme"], entry["activation"], entry["depth"], entry["width"]), []).append(
-            entry["error"]
-        )
-    by_cell = {key: group for key, group in traces.groupby(CELL_KEYS, sort=False)}
+        errors.setdefault(tuple(entry[key] for key in plan.cell_keys), []).append(entry["error"])
+    by_cell = {key: group for key, group in traces.groupby(plan.cell_keys, sort=False, dropna=False)}
     configs = {run.position: run.config for run in plan.runs if run.config is not None}
     planned = len(plan.axes["seeds"])
     rows = []
     for position in plan.positions():
         trace, config, seeds = by_cell.get(position), configs.get(position), summaries.get(position, [])
-        row = _summary_row(position, planned, seeds, errors.get(position, []), trace, config)
+        row = _summary_row(dict(zip(plan.cell_keys, position, strict=True)), planned, seeds,
+                           errors.get(position, []), trace, config)
         rows.append(row | _backward_row(seeds, trace, config))
-    return _summary_frame(rows)
+    return _summary_frame(rows, plan.cell_keys)
 
 
 def _summary_row(
-    position: tuple[str, str, int, int],
+    position: dict[str, Any],
     planned: int,
     summaries: list[dict[str, Any]],
     errors: list[str],
@@ -170,11 +170,11 @@ def _summary_row(
     status: Literal["done", "failed", "missing"] = (
         "failed" if errors else "done" if len(regimes) == planned else "missing"
     )
-    row: dict[str, Any] = {**dict(zip(CELL_KEYS, position, strict=True)), "status": status, "seeds": planned,
+    row: dict[str, Any] = {**position, "status": status, "seeds": planned,
                            "finished": len(regimes), "failed": len(errors), "regime": None, "agree": None}
     row |= dict.fromkeys(_SUMMARY_FIGURES)
     if trace is not None and regimes and config is not None:
-        verdict = median_verdict(trace, summaries, position[3], config.verdict)
+        verdict = median_verdict(trace, summaries, position["width"], config.verdict)
         row |= _verdict_figures(verdict, summaries, "")
     row["error"] = errors[0] if errors else None
     return row
@@ -253,8 +253,8 @@ def cell_trace(trace: pd.DataFrame, summaries: Sequence[dict[str, Any]], width: 
                  saturated=column("saturated"), dead=column("dead"), width=width)
 
 
-def _summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows, columns=[*CELL_KEYS, "status", "seeds", "finished", "failed", "regime",
+def _summary_frame(rows: list[dict[str, Any]], keys: Sequence[str]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=[*keys, "status", "seeds", "finished", "failed", "regime",
                                                      "agree", *_SUMMARY_FIGURES, "error", *_BACKWARD_FIGURES])
     # Nullable dtypes so missing figures are empty cells, never "3.0" or "nan".
     ints = ["agree", "first_nonfinite_layer", "first_zero_layer", "last_finite_layer", "tail_start"]

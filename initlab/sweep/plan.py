@@ -11,6 +11,7 @@ its JSON (which includes the seed); that id names its folder ``cells/<id>/``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,11 +21,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from initlab.activations import Activation
-from initlab.config import Config, Override, format_errors, load_config
-from initlab.errors import InitlabError
+from initlab.config import Config, Override, load_config, patched
+from initlab.errors import ConfigError, InitlabError
 from initlab.limits import MAX_RUNS, check_seeds
 from initlab.results import to_json
 from initlab.schemes import Scheme
+from initlab.sweep.grid import Axis, check_axes, parse_grid
 from initlab.sweep.specs import (
     activation_overrides,
     base_or_axis,
@@ -86,14 +88,16 @@ def plan_from_options(
     seeds: int = 1,
     depths: str | None = None,
     widths: str | None = None,
+    grid: Sequence[str] = (),
     overrides: Sequence[str | Override] = (),
     max_runs: int = MAX_RUNS,
 ) -> Plan:
     """The plan of ``initlab compare`` from its options as typed, every check made before any run.
 
     A bad spec, a base flag next to the axis that replaces it (``--depth`` with
-    ``--depths``), a device that is not here, seeds torch cannot take, more than ``max_runs``
-    cell runs, or a cell too large for memory is an :class:`InitlabError`.
+    ``--depths``), a ``--grid`` value that does not validate in some cell, a device that is not
+    here, seeds torch cannot take, more than ``max_runs`` cell runs, or a cell too large for
+    memory is an :class:`InitlabError`.
     """
     from initlab.devices import usable
 
@@ -105,35 +109,38 @@ def plan_from_options(
     usable(base)  # no CUDA, a bad id or dtype: one error now, not one per cell
     axes = (parse_schemes(required_schemes(schemes)), parse_activations(activations) if activations else [],
             parse_ints(depths, "--depths") if depths else [], parse_ints(widths, "--widths") if widths else [])
-    check_size([len(axis) or 1 for axis in axes], seeds, max_runs)
+    grid_axes = tuple(parse_grid(text) for text in grid)
+    check_axes(grid_axes)
+    check_size([len(axis) or 1 for axis in axes], seeds, max_runs, grid_axes)
     check_seeds(base.seed, seeds, "--seed/--seeds")
-    plan = plan_sweep(base, *axes, seeds=seeds)
+    plan = plan_sweep(base, *axes, seeds=seeds, grid=grid_axes)
     check_feasible(plan)
     return plan
 
 
-def check_size(lengths: Sequence[int], seeds: int, max_runs: int) -> None:
+def check_size(lengths: Sequence[int], seeds: int, max_runs: int, grid: Sequence[Axis] = ()) -> None:
     """Refuse, before planning anything, a sweep of more than ``max_runs`` cell runs."""
     count = seeds
-    for length in lengths:
+    for length in [*lengths, *(len(axis.values) for axis in grid)]:
         count *= length
     if count > max_runs:
         names = ["scheme", "activation", "depth", "width", "seed"]
-        shape = " x ".join(f"{n:,} {axis}{'s' if n != 1 else ''}"
-                           for n, axis in zip([*lengths, seeds], names, strict=True) if n != 1 or axis == "scheme")
+        counts = [*zip([*lengths, seeds], names, strict=True), *((len(a.values), f"{a.name} value") for a in grid)]
+        shape = " x ".join(f"{n:,} {axis}{'s' if n != 1 else ''}" for n, axis in counts if n != 1 or axis == "scheme")
         raise InitlabError(f"the sweep has {count:,} cell runs ({shape}), more than --max-runs {max_runs:,}; "
                            f"give --max-runs {count} to run it anyway")
 
 
 def check_feasible(plan: Plan) -> None:
-    """Refuse a plan with a cell that cannot fit in memory, checked once per distinct network size."""
+    """Refuse a plan with a cell that cannot fit in memory, checked once per distinct network size and grid value."""
     from initlab.devices import check_memory, usable
 
-    checked: set[tuple[int, int]] = set()
+    checked: set[tuple[Any, ...]] = set()
     for run in plan.runs:
-        if run.config is None or (run.depth, run.width) in checked:
+        size = (run.depth, run.width, *run.grid.values())  # a grid axis may change the size (data.batch_size)
+        if run.config is None or size in checked:
             continue
-        checked.add((run.depth, run.width))
+        checked.add(size)
         try:
             check_memory(run.config, usable(run.config))
         except InitlabError as err:
@@ -159,16 +166,17 @@ class CellRun:
     config: Config | None
     raw: dict[str, Any]  # the mapping that was validated (the resolved config when valid)
     error: str | None = None
+    grid: dict[str, Any] = field(default_factory=dict)  # the grid axes' values by dotted path, in plan order
 
     @property
-    def position(self) -> tuple[str, str, int, int]:
-        """Where the run sits in the matrix: (scheme, activation, depth, width)."""
-        return (self.scheme, self.activation, self.depth, self.width)
+    def position(self) -> tuple[Any, ...]:
+        """Where the run sits in the matrix: (scheme, activation, depth, width, grid values...)."""
+        return (self.scheme, self.activation, self.depth, self.width, *self.grid.values())
 
     def ids(self) -> dict[str, Any]:
-        """The identifying columns of the tidy table."""
+        """The identifying columns of the tidy table: the fixed ones, then the grid axes by dotted path."""
         return {"cell": self.cell, "scheme": self.scheme, "activation": self.activation,
-                "depth": self.depth, "width": self.width, "seed": self.seed}
+                "depth": self.depth, "width": self.width, "seed": self.seed, **self.grid}
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.ids(), "config": self.raw, "error": self.error}
@@ -182,13 +190,25 @@ class Plan:
     axes: dict[str, list[Any]]  # schemes, activations (labels), depths, widths, seeds
     runs: tuple[CellRun, ...]
     argv: list[str] = field(default_factory=list)
+    grid: tuple[Axis, ...] = ()  # --grid axes, in the order given
 
-    def positions(self) -> list[tuple[str, str, int, int]]:
+    @property
+    def cell_keys(self) -> list[str]:
+        """The columns that identify a cell: :data:`CELL_KEYS`, then the grid axes' dotted paths."""
+        return [*CELL_KEYS, *(axis.name for axis in self.grid)]
+
+    @property
+    def id_columns(self) -> list[str]:
+        """The columns that identify a row of the tidy table: :data:`ID_COLUMNS`, then the grid axes'."""
+        return [*ID_COLUMNS, *(axis.name for axis in self.grid)]
+
+    def positions(self) -> list[tuple[Any, ...]]:
         """The matrix cells, in plan order, each once."""
         return list(dict.fromkeys(run.position for run in self.runs))
 
     def to_json(self) -> str:
-        return to_json({"format": PLAN_FORMAT, "name": self.name, "argv": self.argv, "axes": self.axes,
+        grid = {"grid": [axis.as_dict() for axis in self.grid]} if self.grid else {}  # old plans read the same
+        return to_json({"format": PLAN_FORMAT, "name": self.name, "argv": self.argv, "axes": self.axes, **grid,
                         "runs": [run.as_dict() for run in self.runs]})
 
     @classmethod
@@ -198,18 +218,19 @@ class Plan:
             data = json.loads(text)
             if data.get("format") != PLAN_FORMAT:
                 raise ValueError(f"format is {data.get('format')!r}, not {PLAN_FORMAT!r}")
-            runs = tuple(_stored_run(entry) for entry in data["runs"])
-            return cls(str(data["name"]), dict(data["axes"]), runs, list(data.get("argv", [])))
+            grid = tuple(Axis.from_dict(axis) for axis in data.get("grid", []))  # none before --grid
+            runs = tuple(_stored_run(entry, [axis.name for axis in grid]) for entry in data["runs"])
+            return cls(str(data["name"]), dict(data["axes"]), runs, list(data.get("argv", [])), grid)
         except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as err:
             raise InitlabError(f"{source}: not a readable compare plan ({str(err).splitlines()[0]})") from None
 
 
-def _stored_run(entry: dict[str, Any]) -> CellRun:
+def _stored_run(entry: dict[str, Any], grid: Sequence[str]) -> CellRun:
     config = Config.model_validate(entry["config"]) if entry["error"] is None else None
     if config is not None and config_hash(config) != entry["cell"]:
         raise ValueError(f"cell {entry['cell']}: its config no longer hashes to its id")
     fields = {k: entry[k] for k in ("cell", "scheme", "activation", "depth", "width", "seed", "error")}
-    return CellRun(config=config, raw=entry["config"], **fields)
+    return CellRun(config=config, raw=entry["config"], grid={name: entry[name] for name in grid}, **fields)
 
 
 def config_hash(config: Config) -> str:
@@ -224,13 +245,16 @@ def plan_sweep(
     depths: Sequence[int] = (),
     widths: Sequence[int] = (),
     seeds: int = 1,
+    grid: Sequence[Axis] = (),
 ) -> Plan:
-    """Every (scheme, activation, depth, width, seed) of a sweep as a resolved config.
+    """Every (scheme, activation, depth, width, grid values..., seed) of a sweep as a resolved config.
 
     Empty axes take the base config's value; seeds are ``base.seed``, ``base.seed + 1``, ...
     A scheme replaces the base's weight scheme (its per-layer overrides and bias scheme
-    stay). A combination that does not validate (``gain: torch`` on gelu, say) is planned
-    as a failed run carrying the error, so the other cells still run.
+    stay); the grid axes' values are then set on it (:func:`initlab.config.patched`). A
+    combination that does not validate (``gain: torch`` on gelu, say) is planned as a failed
+    run carrying the error, so the other cells still run; but a grid value that does not
+    validate on its own in a cell that does is refused (:class:`~initlab.errors.ConfigError`).
     """
     if not schemes:
         raise InitlabError("give at least one scheme")
@@ -243,25 +267,50 @@ def plan_sweep(
     }
     for name in ("schemes", "activations"):
         no_repeats(axes[name], f"--{name}")
-    runs = tuple(
-        _resolve(base, scheme, act, depth, width, seed)
-        for scheme in schemes for act in acts
-        for depth in axes["depths"] for width in axes["widths"] for seed in axes["seeds"]
-    )
-    return Plan(base.name, axes, runs)
+    runs: list[CellRun] = []
+    for scheme, act, depth, width in itertools.product(schemes, acts, axes["depths"], axes["widths"]):
+        raw = _position_raw(base, scheme, act, depth, width)
+        _check_grid_values(raw, grid)
+        for values in itertools.product(*(axis.values for axis in grid)):
+            runs += [_resolve(raw, scheme, act, seed, grid, values) for seed in axes["seeds"]]
+    return Plan(base.name, axes, tuple(runs), grid=tuple(grid))
 
 
-def _resolve(base: Config, scheme: Scheme, act: Activation, depth: int, width: int, seed: int) -> CellRun:
+def _position_raw(base: Config, scheme: Scheme, act: Activation, depth: int, width: int) -> dict[str, Any]:
+    """The base config's dump with a cell's scheme, activation, depth and width."""
     raw = base.model_dump(mode="json")
-    raw["seed"] = seed
     raw["model"] = {**raw["model"], "activation": act.model_dump(mode="json"), "depth": depth, "width": width}
     raw["init"] = {**scheme.model_dump(mode="json"), "layers": raw["init"]["layers"], "bias": raw["init"]["bias"]}
-    where: dict[str, Any] = {"scheme": scheme.label(), "activation": act.label(), "depth": depth, "width": width,
-                             "seed": seed}
+    return raw
+
+
+def _check_grid_values(raw: dict[str, Any], grid: Sequence[Axis]) -> None:
+    """Every grid value alone on a cell that validates without the grid: a value that fails is refused now."""
     try:
-        config = Config.model_validate(raw)
-    except ValidationError as err:
-        error = "; ".join(line.removeprefix(": ") for line in format_errors(err, raw, {}, "", {}))
-        cell = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
-        return CellRun(cell=cell, config=None, raw=raw, error=error, **where)
+        Config.model_validate(raw)
+    except ValidationError:
+        return  # the cell fails whatever the grid: planned as failed runs
+    for axis in grid:
+        for value in axis.values:
+            patched(raw, [axis.override(value)])
+
+
+def _resolve(raw: dict[str, Any], scheme: Scheme, act: Activation, seed: int, grid: Sequence[Axis],
+             values: Sequence[Any]) -> CellRun:
+    where: dict[str, Any] = {"scheme": scheme.label(), "activation": act.label(), "depth": raw["model"]["depth"],
+                             "width": raw["model"]["width"], "seed": seed,
+                             "grid": {axis.name: value for axis, value in zip(grid, values, strict=True)}}
+    overrides = [Override(("seed",), seed, "seed"), *(a.override(v) for a, v in zip(grid, values, strict=True))]
+    try:
+        config = patched(raw, overrides)
+    except ConfigError as err:
+        return _failed(raw, overrides, "; ".join(line.split(": ", 1)[-1] for line in err.lines), where)
     return CellRun(cell=config_hash(config), config=config, raw=config.model_dump(mode="json"), **where)
+
+
+def _failed(raw: dict[str, Any], overrides: Sequence[Override], error: str, where: dict[str, Any]) -> CellRun:
+    """A cell run whose config does not validate: its id hashes the mapping as patched."""
+    applied = {**raw, "seed": where["seed"]}
+    key = {**applied, "grid": where["grid"]} if where["grid"] else applied  # grid cells apart, old ids kept
+    cell = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return CellRun(cell=cell, config=None, raw=applied, error=error, **where)

@@ -3,6 +3,7 @@ tables and the bytes of figures its caller draws; it never draws."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -63,7 +64,7 @@ class SweepFolder:
     def create(cls, root: Path, plan: Plan, argv: Sequence[str], figures: Figures | None = None) -> SweepFolder:
         """A new, empty sweep folder holding ``plan.json``; ``figures`` draws the aggregates' figures."""
         ident = run_id(datetime.now(timezone.utc), plan.axes["seeds"][0])
-        stored = Plan(plan.name, plan.axes, plan.runs, list(argv))
+        stored = dataclasses.replace(plan, argv=list(argv))
         path = write_folder(root, plan.name, ident, {"plan.json": stored.to_json()})
         return cls(path, argv, resumed=False, figures=figures)
 
@@ -129,13 +130,14 @@ def sweep_meta(
     import torch
 
     base = next((run.config for run in comparison.plan.runs if run.config is not None), None)
+    grid = {"grid": [axis.as_dict() for axis in comparison.plan.grid]} if comparison.plan.grid else {}
     return {
         "initlab": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "device": base.device if base else None,
         "dtype": base.dtype if base else None,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "argv": list(argv), "resumed": resumed, "git_commit": git_commit(),
-        "axes": comparison.plan.axes, "cell_runs": len(comparison.plan.runs),
+        "axes": comparison.plan.axes, **grid, "cell_runs": len(comparison.plan.runs),
         "finished": int(comparison.layers["cell"].nunique()), "missing": comparison.missing,
         "interrupted": interrupted, "elapsed_s": elapsed, "failed": comparison.failed,
     }
