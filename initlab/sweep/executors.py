@@ -130,11 +130,11 @@ def _kill(pool: Executor) -> None:
     # The pool's processes (no public accessor): shutdown() alone waits for the running calls to finish.
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
+    for process in processes:  # idle workers leave on shutdown's sentinel; a running one is ended
+        process.join(timeout=0.5)
         if process.is_alive():
             process.kill()
-    for process in processes:
-        process.join(timeout=10)
+            process.join(timeout=10)
 
 
 def dask(address: str | None, workers: int | None, threads: int | None, retries: int = RETRIES) -> Engine:
