@@ -22,7 +22,8 @@ from typer.core import TyperArgument, TyperCommand
 from initlab.limits import MAX_RUNS, check_seeds
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.console import Console, RenderableType
+    from rich.progress import Progress
 
     from initlab.config import Override
     from initlab.sweep import SweepFolder
@@ -318,6 +319,25 @@ def compare(
                      show_default=False),
     ] = None,
     save: Annotated[bool, typer.Option("--save/--no-save", help="Write the results folder.")] = True,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, show_default=False,
+                                 help="Run cells in N local processes (with --executor dask: the local cluster's "
+                                 "workers). Default: in this process.")
+    ] = None,
+    executor: Annotated[
+        str | None, typer.Option("--executor", show_default=False,
+                                 help="process (a local pool) or dask (a local Dask cluster on 127.0.0.1, or the "
+                                 "one at --address; pip install 'initlab[dask]'). Default: in this process.")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", show_default=False,
+                                 help="With --executor dask: an existing scheduler, e.g. tcp://127.0.0.1:8786.")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, show_default=False,
+                                 help="Torch threads inside each cell. Default: cores / workers (in this process: "
+                                 "torch's default).")
+    ] = None,
     device: DeviceOption = None,
     devices: DevicesOption = None,
     no_backward: NoBackwardOption = False,
@@ -346,11 +366,14 @@ def compare(
                 overrides=device_overrides(device, devices, no_backward), max_runs=max_runs,
             )
         sweep.check_layers(chosen, plan.axes["depths"])
+        from initlab.sweep import executors
+
+        start_engine = executors.choose(executor, workers, address, threads)
         if resume is None and save:  # only now: bad input above writes nothing
             folder = sweep.SweepFolder.create(out or Path("results"), plan, sys.argv, plots.std_plot_files)
         with _progress_bar(not json_output and len(plan.runs) > 1) as progress:
             try:
-                comparison = sweep.run_sweep(plan, folder, progress)
+                comparison = sweep.run_sweep(plan, folder, progress, start_engine())
             except KeyboardInterrupt as err:
                 _interrupted(folder, len(plan.runs), interrupted_code(err))
         from rich.console import Console
@@ -525,21 +548,47 @@ def _theory_phase(act: Any, sw2_max: float, sb2_max: float, out: Path, json_outp
 
 @contextmanager
 def _progress_bar(wanted: bool) -> Iterator[Callable[[int, int, object], None] | None]:
-    """A progress bar on stderr when it is a terminal and ``wanted``; yields the sweep's callback."""
+    """A progress bar on stderr when it is a terminal and ``wanted``; yields the sweep's callback.
+
+    The figures come first and fold rather than being cut; the bar takes what width is left."""
     if not (wanted and sys.stderr.isatty()):
         yield None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    import time
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("cells", total=None)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with progress_display(console, transient=True) as bar:
+        task = bar.add_task(progress_line(0, 0, 0.0), total=None)
+        started = time.perf_counter()
 
         def update(done: int, total: int, cell: object) -> None:
-            bar.update(task, completed=done, total=total)
+            line = progress_line(done, total, time.perf_counter() - started)
+            bar.update(task, completed=done, total=total, description=line)
 
         yield update
+
+
+def progress_display(console: Console, **options: Any) -> Progress:
+    """The sweep's progress display: :func:`progress_line` (folded, never cut: about 46 columns kept for
+    it) and a bar in the rest of the width."""
+    from rich.progress import BarColumn, Progress, TextColumn
+    from rich.table import Column
+
+    figures = Column(overflow="fold", min_width=min(46, console.width))
+    return Progress(TextColumn("{task.description}", markup=False, table_column=figures), BarColumn(bar_width=None),
+                    console=console, expand=True, **options)
+
+
+def progress_line(done: int, total: int, elapsed: float) -> str:
+    """``12/200 cells, 3.4 cells/s, ETA 0:00:55``: the rate and ETA once a cell has finished."""
+    line = f"{done}/{total} cells"
+    if done == 0 or elapsed <= 0:
+        return line
+    rate = done / elapsed
+    left = round((total - done) / rate)
+    return f"{line}, {rate:.3g} cells/s, ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
 
 
 def _interrupted(folder: SweepFolder | None, total: int, code: int) -> NoReturn:

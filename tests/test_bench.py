@@ -20,6 +20,7 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     text = out.read_text()
-    for title in ("## Start-up", "## Probe overhead", "## Backward overhead", "## End to end", "## Peak memory"):
+    for title in ("## Start-up", "## Probe overhead", "## Backward overhead", "## End to end", "## Sweep executors",
+                  "## Peak memory"):
         assert title in text
     assert "heavy modules imported by `initlab --help`: []" in text

@@ -1,18 +1,23 @@
 """Running a sweep's cells. Nothing here prints: progress is reported through a callback, and
 files are written only through a :class:`~initlab.sweep.store.SweepFolder`, one finished cell at a
 time, so an interrupted sweep keeps what it finished and :func:`run_sweep` on the same folder runs
-only what is missing."""
+only what is missing. Where the cells run is an :class:`~initlab.sweep.executors.Engine`: this process
+by default, or workers that send back only each finished cell's result (:func:`compute`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from initlab.errors import InitlabError
 from initlab.results import csv_text
 from initlab.sweep.aggregate import Comparison, aggregate
+from initlab.sweep.executors import Engine, in_process
 from initlab.sweep.outcome import Outcome
 from initlab.sweep.plan import CellRun, Plan
 from initlab.sweep.store import SweepFolder
@@ -42,39 +47,108 @@ def run_cell(cell: CellRun, draws: ConstructionDraws | None = None) -> Outcome:
     return Outcome(cell, csv_text(result.layers), result.summary)
 
 
-def run_sweep(plan: Plan, folder: SweepFolder | None = None, progress: Progress | None = None) -> Comparison:
-    """Run every cell of ``plan`` not yet in ``folder`` and aggregate all that are finished.
+#: What a cell sends back from wherever it ran: its layers.csv text, summary and error.
+Result = tuple[str | None, dict[str, Any] | None, str | None]
 
-    Each finished cell is written to ``folder`` at once; the aggregates are written at the
-    end, and also when a KeyboardInterrupt stops the sweep (which is then re-raised). The
-    folder is locked meanwhile: another process sweeping it is refused with an InitlabError.
-    """
-    with folder.lock() if folder is not None else nullcontext():
-        return _sweep(plan, folder, progress)
+#: This process's construction draws (see :class:`initlab.model.ConstructionDraws`): a cache shared by the
+#: cells a process runs, worker or driver; the numbers are the same with or without it.
+_DRAWS: list[ConstructionDraws] = []
 
 
-def _sweep(plan: Plan, folder: SweepFolder | None, progress: Progress | None) -> Comparison:
+def compute(cell: CellRun, threads: int | None) -> Result:
+    """Run one cell here with ``threads`` torch threads (None: as they are): what an executor calls."""
+    import torch
+
     from initlab.model import ConstructionDraws
 
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if not _DRAWS:
+        _DRAWS.append(ConstructionDraws())
+    outcome = run_cell(cell, _DRAWS[0])
+    return outcome.layers_csv, outcome.summary, outcome.error
+
+
+def run_sweep(plan: Plan, folder: SweepFolder | None = None, progress: Progress | None = None,
+              engine: Engine | None = None) -> Comparison:
+    """Run every cell of ``plan`` not yet in ``folder`` on ``engine`` (default: in this process) and
+    aggregate all that are finished.
+
+    Each finished cell is written to ``folder`` as it arrives; the aggregates are written at the
+    end, and also when a KeyboardInterrupt stops the sweep (which is then re-raised after the
+    outstanding cells are cancelled). The engine is stopped when the sweep ends, however it ends.
+    The folder is locked meanwhile: another process sweeping it is refused with an InitlabError.
+    """
+    engine = engine if engine is not None else in_process(None)
+    try:
+        with folder.lock() if folder is not None else nullcontext():
+            return _sweep(plan, folder, progress, engine)
+    finally:
+        engine.stop()
+
+
+def _sweep(plan: Plan, folder: SweepFolder | None, progress: Progress | None, engine: Engine) -> Comparison:
     started = time.perf_counter()
-    draws = ConstructionDraws()
     outcomes = folder.load(plan) if folder is not None else {}
     todo = [cell for cell in plan.runs if cell.cell not in outcomes]
+    execution = engine.describe()
     if progress is not None:
         progress(0, len(todo), None)
     try:
-        for done, cell in enumerate(todo, 1):
-            outcome = run_cell(cell, draws)
+        for done, outcome in enumerate(_stream(engine, todo), 1):
             if folder is not None and outcome.error is None:
                 folder.save(outcome)
-            outcomes[cell.cell] = outcome
+            outcomes[outcome.run.cell] = outcome
             if progress is not None:
-                progress(done, len(todo), cell)
+                progress(done, len(todo), outcome.run)
     except KeyboardInterrupt:
+        engine.stop()  # cancel what is outstanding before the aggregates are written
         if folder is not None:
-            folder.finish(aggregate(plan, outcomes), time.perf_counter() - started, interrupted=True)
+            folder.finish(aggregate(plan, outcomes), time.perf_counter() - started, interrupted=True,
+                          execution=execution)
         raise
     comparison = aggregate(plan, outcomes)
     if folder is not None:
-        folder.finish(comparison, time.perf_counter() - started, interrupted=False)
+        folder.finish(comparison, time.perf_counter() - started, interrupted=False, execution=execution)
     return comparison
+
+
+def _stream(engine: Engine, todo: list[CellRun]) -> Iterator[Outcome]:
+    """The outcomes of ``todo`` as they finish, at most ``engine.slots`` cells in flight."""
+    queue = deque(todo)
+    pending: dict[Future[Result], CellRun] = {}
+    attempts: Counter[str] = Counter()
+    order = {cell.cell: index for index, cell in enumerate(todo)}
+    while queue or pending:
+        while queue and len(pending) < engine.slots:
+            cell = queue.popleft()
+            needs_gpu = cell.config is not None and cell.config.device.startswith("cuda")
+            pending[engine.pick(needs_gpu).submit(compute, cell, engine.threads)] = cell
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        if any(isinstance(f.exception(), BrokenProcessPool) for f in finished):
+            finished = set(pending)  # a dead worker breaks the whole pool: every call in flight ends
+            wait(finished)
+            assert engine.rebuild is not None
+            engine.rebuild()
+        for future in sorted(finished, key=lambda f: order[pending[f].cell]):  # plan order among the finished
+            cell = pending.pop(future)
+            outcome = _outcome(cell, future, attempts, engine.retries)
+            if outcome is None:
+                queue.appendleft(cell)
+            else:
+                yield outcome
+
+
+def _outcome(cell: CellRun, future: Future[Result], attempts: Counter[str], retries: int) -> Outcome | None:
+    """A finished call's outcome; None to run the cell again (its worker died, retries are left)."""
+    error = future.exception()
+    if error is None:
+        layers, summary, message = future.result()
+        return Outcome(cell, layers, summary, message)
+    lost = isinstance(error, BrokenProcessPool) or type(error).__name__ == "KilledWorker"  # Dask's, by name:
+    if not lost:  # Dask need not be installed
+        raise error
+    attempts[cell.cell] += 1
+    if attempts[cell.cell] <= retries:
+        return None
+    return Outcome(cell, error=f"lost: the worker running it died {attempts[cell.cell]} time(s) ({error})")

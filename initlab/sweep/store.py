@@ -104,13 +104,14 @@ class SweepFolder:
                 out[cell.cell] = Outcome(cell, (folder / "layers.csv").read_text(encoding="utf-8"), summary)
         return out
 
-    def finish(self, comparison: Comparison, elapsed: float, interrupted: bool) -> None:
+    def finish(self, comparison: Comparison, elapsed: float, interrupted: bool,
+               execution: dict[str, Any] | None = None) -> None:
         """(Re)write the aggregates: layers.csv, summary.csv, traces.csv, meta.json and the figures
         (:func:`initlab.plots.std_plot_files`: std.png, std.svg and, with a backward pass, grad.png, grad.svg)."""
         _replace(self.path / "layers.csv", csv_text(comparison.layers).encode())
         _replace(self.path / "summary.csv", csv_text(comparison.summary).encode())
         _replace(self.path / "traces.csv", csv_text(comparison.traces).encode())
-        meta = sweep_meta(comparison, self.argv, elapsed, interrupted, self.resumed)
+        meta = sweep_meta(comparison, self.argv, elapsed, interrupted, self.resumed) | {"execution": execution}
         _replace(self.path / "meta.json", to_json(meta).encode())
         for name, data in (self.figures(comparison) if self.figures is not None else {}).items():
             _replace(self.path / name, data)

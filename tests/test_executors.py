@@ -1,0 +1,333 @@
+"""Where a sweep's cells run: in this process, a local process pool (--workers), Dask (a LocalCluster, or a
+cluster of real `dask scheduler` / `dask worker` processes through --address). Every engine gives the same
+bytes; a dead worker loses only its cell (retried, else reported) and --resume finishes the rest; Ctrl-C
+cancels what is outstanding. Everything binds to 127.0.0.1 and every wait has a deadline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from initlab import plots, results, sweep
+from initlab.cli import app, progress_display, progress_line
+from initlab.sweep import executors
+from initlab.sweep.execute import compute
+
+runner = CliRunner()
+SWEEP = ["compare", "--schemes", "xavier,kaiming", "--activations", "tanh,relu", "--depth", "6", "--width", "16",
+         "--seeds", "2"]
+DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "120"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def folder_of(root: Path) -> Path:
+    (folder,) = [p for p in (root / "compare").iterdir() if (p / "plan.json").exists()]
+    return folder
+
+
+def tables(folder: Path) -> dict[str, str]:
+    """The sweep's tables and every cell's layers.csv, by name."""
+    out = {name: (folder / name).read_text() for name in ("layers.csv", "summary.csv", "traces.csv")}
+    out |= {f"cells/{p.name}": (p / "layers.csv").read_text() for p in sorted((folder / "cells").iterdir())}
+    return out
+
+
+def swept(root: Path, *options: str, base: list[str] = SWEEP) -> Path:
+    code, _, err = invoke(*base, "--threads", "1", "--out", str(root), *options)
+    assert code == 0, err
+    return folder_of(root)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The in-process sweep's tables, one torch thread per cell."""
+    return tables(swept(tmp_path_factory.mktemp("in-process")))
+
+
+# ---------------------------------------------------------------- the same bytes on every engine
+
+
+def test_the_process_pool_gives_the_in_process_bytes(tmp_path: Path, reference: dict[str, str]) -> None:
+    folder = swept(tmp_path, "--workers", "2")
+    assert tables(folder) == reference and len(reference) == 3 + 8
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["execution"] == {"executor": "process", "workers": 2, "threads": 1}
+
+
+def test_a_dask_local_cluster_gives_the_in_process_bytes(tmp_path: Path, reference: dict[str, str]) -> None:
+    folder = swept(tmp_path, "--executor", "dask", "--workers", "2")
+    assert tables(folder) == reference
+    execution = json.loads((folder / "meta.json").read_text())["execution"]
+    assert execution == {"executor": "dask", "workers": 2, "threads": 1, "address": "LocalCluster"}
+
+
+def test_in_process_records_its_thread_count(reference: dict[str, str], tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    folder = swept(tmp_path)
+    assert json.loads((folder / "meta.json").read_text())["execution"] == {
+        "executor": "in-process", "workers": 1, "threads": 1}
+    assert torch.get_num_threads() == before  # the sweep's count does not leak into the caller
+
+
+# ---------------------------------------------------------------- bad options: one line, exit 2, nothing written
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    (["--address", "tcp://127.0.0.1:1"], "--address names a Dask scheduler: give it with --executor dask"),
+    (["--executor", "dask", "--address", "127.0.0.1:8786"], "expected a scheduler address like tcp://"),
+    (["--executor", "dask", "--address", "tcp://127.0.0.1:1", "--workers", "2"], "drop --workers"),
+    (["--executor", "ray"], "--executor 'ray': expected one of process, dask"),
+    (["--workers", str(executors.cores() + 1), "--threads", "1"], "(workers x threads <= cores)"),
+    (["--threads", str(executors.cores() + 1)], "(workers x threads <= cores)"),
+])
+def test_bad_executor_options_are_one_line_and_write_nothing(tmp_path: Path, options: list[str], expected: str
+                                                            ) -> None:
+    code, out, err = invoke(*SWEEP, "--out", str(tmp_path / "out"), *options)
+    assert code == 2 and out == "" and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert expected in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_dask_the_executor_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # what `import distributed` finds: nothing
+    code, _, err = invoke(*SWEEP, "--executor", "dask", "--out", str(tmp_path))
+    assert code == 2 and err == f"error: {executors.DASK_MISSING}\n"
+    assert "pip install 'initlab[dask]'" in err and not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- a dead worker: retried, else reported; --resume
+
+
+class DyingPool(Executor):
+    """Runs calls here, except that the first ``deaths`` calls for ``victim`` end as a dead worker's do."""
+
+    def __init__(self, victim: str, deaths: int) -> None:
+        self.victim, self.deaths, self.calls = victim, deaths, 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        if args[0].cell == self.victim and self.deaths > 0:
+            self.deaths -= 1
+            future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+        else:
+            future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def dying_engine(victim: str, deaths: int, retries: int) -> tuple[executors.Engine, list[int]]:
+    pool = DyingPool(victim, deaths)
+    rebuilt: list[int] = []
+    engine = executors.Engine("process", pool, slots=3, threads=1, workers=2, retries=retries)
+    engine.rebuild = lambda: rebuilt.append(1) or pool  # type: ignore[func-returns-value]
+    return engine, rebuilt
+
+
+def small_plan() -> sweep.Plan:
+    return sweep.plan_from_options(None, schemes="xavier,kaiming", activations="tanh,relu", depth=5, width=8,
+                                   seeds=2)
+
+
+def test_a_cell_whose_worker_died_is_retried_and_the_bytes_are_the_same() -> None:
+    plan = small_plan()
+    whole = sweep.run_sweep(plan, engine=executors.in_process(1))
+    engine, rebuilt = dying_engine(plan.runs[3].cell, deaths=2, retries=2)
+    retried = sweep.run_sweep(plan, engine=engine)
+    assert len(rebuilt) == 2 and not retried.failed
+    assert results.csv_text(retried.layers) == results.csv_text(whole.layers)
+    assert results.csv_text(retried.summary) == results.csv_text(whole.summary)
+
+
+def test_a_cell_lost_past_its_retries_is_reported_and_resume_finishes_it(tmp_path: Path) -> None:
+    plan = small_plan()
+    lost = plan.runs[5]
+    folder = sweep.SweepFolder.create(tmp_path, plan, [], plots.std_plot_files)
+    engine, _ = dying_engine(lost.cell, deaths=3, retries=2)
+    partial = sweep.run_sweep(plan, folder, engine=engine)
+    assert [entry["cell"] for entry in partial.failed] == [lost.cell]
+    assert partial.failed[0]["error"].startswith("lost: the worker running it died 3 time(s)")
+    assert lost.cell not in folder.finished() and len(folder.finished()) == len(plan.runs) - 1  # the rest is on disk
+    row = partial.summary[partial.summary["activation"] == lost.activation]
+    assert "failed" in set(row["status"])
+
+    resumed_folder, resumed_plan = sweep.resume(folder.path, [], {})
+    sweep.run_sweep(resumed_plan, resumed_folder, engine=executors.process_pool(2, 1))
+    whole = sweep.run_sweep(plan, engine=executors.in_process(1))
+    assert (folder.path / "layers.csv").read_text() == results.csv_text(whole.layers)
+    assert (folder.path / "summary.csv").read_text() == results.csv_text(whole.summary)
+
+
+def test_compute_sets_the_thread_count_and_returns_only_the_result() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        layers, summary, error = compute(small_plan().runs[0], 1)
+        assert torch.get_num_threads() == 1 and error is None and summary is not None
+        assert layers is not None and layers.startswith("layer,")
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------- real processes
+
+
+def children(pid: int) -> list[int]:
+    """A process's direct children (Linux: /proc/PID/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def cells_done(root: Path) -> int:
+    folders = [p for p in (root / "compare").glob("*/cells")] if (root / "compare").is_dir() else []
+    return sum(1 for f in folders for p in f.iterdir() if not p.name.startswith("."))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+LONG = ["compare", "--schemes", "xavier,kaiming", "--depth", "100", "--width", "32", "--seeds", "15"]
+
+
+def driver(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "initlab.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
+def test_a_killed_pool_worker_is_replaced_and_ctrl_c_stops_every_worker(tmp_path: Path) -> None:
+    process = driver(*LONG, "--threads", "1", "--workers", "2", "--out", str(tmp_path / "a"))
+    try:
+        wait_until(lambda: cells_done(tmp_path / "a") >= 2, 90, "two cells")
+        workers = [p for p in children(process.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert workers, children(process.pid)
+        os.kill(workers[0], signal.SIGKILL)  # mid-sweep: the pool breaks, is rebuilt, the cells in flight rerun
+        _, err = process.communicate(timeout=180)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    whole = tables(swept(tmp_path / "b", base=LONG))
+    assert tables(folder_of(tmp_path / "a")) == whole
+
+    process = driver(*LONG, "--threads", "1", "--workers", "2", "--out", str(tmp_path / "c"))
+    try:
+        wait_until(lambda: cells_done(tmp_path / "c") >= 2, 90, "two cells")
+        workers = children(process.pid)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "interrupted:" in err and "resume with: initlab compare --resume" in err and "Traceback" not in err
+    assert not any(Path(f"/proc/{pid}").exists() and b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                   for pid in workers)  # no worker outlives the sweep
+    folder = folder_of(tmp_path / "c")
+    assert json.loads((folder / "meta.json").read_text())["interrupted"] is True
+    code, _, err = invoke("compare", "--resume", str(folder), "--threads", "1")
+    assert code == 0, err
+    assert tables(folder) == whole
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def dask_cluster(workers: int) -> Iterator[str]:
+    """`dask scheduler` and `dask worker --nworkers N` on 127.0.0.1, always stopped."""
+    assert DASK is not None
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    started = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                **logs)]  # type: ignore[call-overload]
+    try:
+        started.append(subprocess.Popen([DASK, "worker", address, "--host", "127.0.0.1", "--nworkers", str(workers),
+                                         "--nthreads", "1", "--no-dashboard"], **logs))  # type: ignore[call-overload]
+        from distributed import Client
+
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(workers, timeout=60)
+        yield address
+    finally:
+        for process in reversed(started):
+            process.terminate()
+        for process in reversed(started):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(DASK is None, reason="needs dask[distributed] (the dev extra)")
+def test_a_real_dask_cluster_through_address_survives_a_killed_worker(tmp_path: Path,
+                                                                      reference: dict[str, str]) -> None:
+    from distributed import Client
+
+    with dask_cluster(2) as address:
+        assert tables(swept(tmp_path / "a", "--executor", "dask", "--address", address)) == reference
+
+        process = driver(*LONG, "--threads", "1", "--executor", "dask", "--address", address,
+                         "--out", str(tmp_path / "b"))
+        try:
+            wait_until(lambda: cells_done(tmp_path / "b") >= 2, 90, "two cells")
+            with Client(address, timeout=20) as client:
+                pids = client.run(os.getpid)
+            os.kill(next(iter(pids.values())), signal.SIGKILL)  # its nanny starts another; the cell is rescheduled
+            _, err = process.communicate(timeout=240)
+        finally:
+            process.kill()
+        assert process.returncode in (0, 1), err
+        folder = folder_of(tmp_path / "b")
+        meta = json.loads((folder / "meta.json").read_text())
+        assert meta["execution"]["address"] == address and meta["finished"] + len(meta["failed"]) == 30
+        code, _, err = invoke("compare", "--resume", str(folder), "--executor", "dask", "--address", address)
+        assert code == 0, err
+    assert tables(folder) == tables(swept(tmp_path / "c", base=LONG))
+
+
+def test_progress_line_and_display_are_whole_at_any_width() -> None:
+    assert progress_line(0, 20, 0.0) == "0/20 cells"
+    assert progress_line(10, 20, 5.0) == "10/20 cells, 2 cells/s, ETA 0:00:05"
+    assert progress_line(1, 7201, 1.0) == "1/7201 cells, 1 cells/s, ETA 2:00:00"
+    line = progress_line(123, 2000, 10.0)
+    for width in (20, 40, 120):
+        console = Console(width=width, force_terminal=True, record=True)
+        display = progress_display(console, auto_refresh=False)
+        display.add_task(line, total=2000, completed=123)
+        console.print(display.make_tasks_table(display.tasks))
+        text = console.export_text()
+        assert "".join(line.split()) in "".join(text.split()) and "…" not in text, text
