@@ -422,8 +422,8 @@ def main() -> None:
         sections = [
             startup(reps=7),
             probe_overhead(sizes, depth=100, reps=5, device="cpu"),
-            backward_overhead([(256, 16), (1024, 16), (1024, 1024)], depth=100, reps=3, device="cpu"),
-            backward_overhead([(2048, 2048)], depth=20, reps=3, device="cpu"),
+            backward_overhead([(256, 16), (1024, 16), (1024, 1024)], depth=100, reps=5, device="cpu"),
+            backward_overhead([(2048, 2048)], depth=20, reps=5, device="cpu"),
             end_to_end(["linear-normal", "tanh-xavier", "relu-kaiming"], reps=5),
             sweep("normal,xavier,kaiming,default", "linear,tanh,relu", seeds=10, depth=100, width=256),
             sweep_executors("normal,xavier,kaiming,default,orthogonal", "linear,tanh,relu,selu", seeds=10, depth=50,
