@@ -270,11 +270,12 @@ def dask_cluster(workers: int) -> Iterator[str]:
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     logs = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    started = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                                **logs)]  # type: ignore[call-overload]
+    # --no-dashboard alone still serves HTTP on every interface (distributed 2026.8): bind it to 127.0.0.1.
+    local = ["--host", "127.0.0.1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
+    started = [subprocess.Popen([DASK, "scheduler", *local, "--port", str(port)], **logs)]  # type: ignore[call-overload]
     try:
-        started.append(subprocess.Popen([DASK, "worker", address, "--host", "127.0.0.1", "--nworkers", str(workers),
-                                         "--nthreads", "1", "--no-dashboard"], **logs))  # type: ignore[call-overload]
+        started.append(subprocess.Popen([DASK, "worker", address, *local, "--nworkers", str(workers),
+                                         "--nthreads", "1"], **logs))  # type: ignore[call-overload]
         from distributed import Client
 
         with Client(address, timeout=30) as client:
