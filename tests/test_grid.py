@@ -261,3 +261,16 @@ def test_bias_std_conflicts_and_bad_values() -> None:
 
 
 EXPECTED_CLASSIC_HASH = "89023c5957fb"  # at 85afe7d, before model.bias_std
+
+
+def test_a_grid_value_another_field_overrides_is_refused(tmp_path: Path) -> None:
+    """model.bias_std sets init.bias: sweeping init.bias.std beside it would label one network twice."""
+    config = tmp_path / "bstd.yaml"
+    config.write_text("model: {depth: 3, width: 8, activation: tanh, bias_std: 0.1}\n"
+                      "init: {scheme: xavier_uniform, gain: 1.0}\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["compare", "--config", str(config), "--schemes", "xavier",
+                                      "--grid", "init.bias.std=0.5,3.0", "--out", str(out), "--no-backward"])
+    assert result.exit_code == 2, result.output
+    assert "--grid init.bias.std=3.0: has no effect here" in result.output
+    assert not out.exists()

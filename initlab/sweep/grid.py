@@ -43,7 +43,7 @@ class Axis:
 
     def override(self, value: Any) -> Override:
         """``value`` of this axis as a typed override; errors name ``--grid``."""
-        return Override(self.path, value, f"--grid {self.name}={_shown(value)}", _shown(value))
+        return Override(self.path, value, f"--grid {self.name}={shown_value(value)}", shown_value(value))
 
     @property
     def numeric(self) -> bool:
@@ -58,7 +58,7 @@ class Axis:
         return cls(parse_path(str(data["path"]), "plan.json grid"), tuple(data["values"]))
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 

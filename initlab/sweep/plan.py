@@ -26,7 +26,7 @@ from initlab.errors import ConfigError, InitlabError
 from initlab.limits import MAX_RUNS, check_seeds
 from initlab.results import to_json
 from initlab.schemes import Scheme
-from initlab.sweep.grid import Axis, check_axes, parse_grid
+from initlab.sweep.grid import Axis, check_axes, parse_grid, shown_value
 from initlab.sweep.specs import (
     activation_overrides,
     base_or_axis,
@@ -273,7 +273,21 @@ def plan_sweep(
         _check_grid_values(raw, grid)
         for values in itertools.product(*(axis.values for axis in grid)):
             runs += [_resolve(raw, scheme, act, seed, grid, values) for seed in axes["seeds"]]
+    _check_distinct(runs)
     return Plan(base.name, axes, tuple(runs), grid=tuple(grid))
+
+
+def _check_distinct(runs: Sequence[CellRun]) -> None:
+    """Refuse grid values that resolve to the same network (a value another field overrides, such as
+    ``init.bias.std`` under ``model.bias_std``): the tables would label one run with a value it never had."""
+    seen: dict[str, CellRun] = {}
+    for run in runs:
+        other = seen.setdefault(run.cell, run)
+        if other is not run and run.grid != other.grid:
+            given = ", ".join(f"{k}={shown_value(v)}" for k, v in run.grid.items() if other.grid.get(k) != v)
+            same = ", ".join(f"{k}={shown_value(v)}" for k, v in other.grid.items() if run.grid.get(k) != v)
+            raise InitlabError(f"--grid {given}: has no effect here (the cell runs the same config as with {same}); "
+                               "another field sets it")
 
 
 def _position_raw(base: Config, scheme: Scheme, act: Activation, depth: int, width: int) -> dict[str, Any]:
