@@ -332,3 +332,51 @@ def test_progress_line_and_display_are_whole_at_any_width() -> None:
         console.print(display.make_tasks_table(display.tasks))
         text = console.export_text()
         assert "".join(line.split()) in "".join(text.split()) and "…" not in text, text
+
+
+class PoisonPool(Executor):
+    """Threads standing in for worker processes: the victim's call breaks the pool, and every call in
+    flight with it ends as a broken pool's do, as with a real ProcessPoolExecutor."""
+
+    def __init__(self, victim: str) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.victim, self.broken, self.threads = victim, threading.Event(), ThreadPoolExecutor(3)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        import time
+
+        if args[0].cell == self.victim:
+            time.sleep(0.05)
+            self.broken.set()
+            raise BrokenProcessPool("a child process terminated abruptly")
+        deadline = time.monotonic() + 0.2  # long enough to be in flight beside the victim
+        while time.monotonic() < deadline:
+            if self.broken.is_set():
+                raise BrokenProcessPool("a child process terminated abruptly")
+            time.sleep(0.01)
+        return fn(*args)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self.threads.submit(self._call, fn, *args)
+
+    def rebuild(self) -> Executor:
+        self.broken.clear()
+        return self
+
+
+def test_only_the_cell_that_kills_its_worker_is_reported_not_its_neighbours() -> None:
+    plan = small_plan()
+    victim = plan.runs[2].cell
+    pool = PoisonPool(victim)
+    engine = executors.Engine("process", pool, slots=3, threads=1, workers=3, retries=2)
+    engine.rebuild = pool.rebuild
+    try:
+        outcome = sweep.run_sweep(plan, engine=engine)
+    finally:
+        pool.threads.shutdown()
+    assert [entry["cell"] for entry in outcome.failed] == [victim]
+    whole = sweep.run_sweep(plan, engine=executors.in_process(1))
+    healthy = whole.layers[whole.layers["cell"] != victim].reset_index(drop=True)
+    assert results.csv_text(outcome.layers) == results.csv_text(healthy)

@@ -119,8 +119,11 @@ def _stream(engine: Engine, todo: list[CellRun]) -> Iterator[Outcome]:
     pending: dict[Future[Result], CellRun] = {}
     attempts: Counter[str] = Counter()
     order = {cell.cell: index for index, cell in enumerate(todo)}
+    # Cells in flight when a worker died: which of them killed it is unknown, so they run again one at a
+    # time, uncharged; only a cell that breaks the pool alone is charged (a healthy neighbour never is).
+    suspects: set[str] = set()
     while queue or pending:
-        while queue and len(pending) < engine.slots:
+        while queue and len(pending) < (1 if suspects else engine.slots):
             cell = queue.popleft()
             needs_gpu = cell.config is not None and cell.config.device.startswith("cuda")
             pending[engine.pick(needs_gpu).submit(compute, cell, engine.threads)] = cell
@@ -130,12 +133,19 @@ def _stream(engine: Engine, todo: list[CellRun]) -> Iterator[Outcome]:
             wait(finished)
             assert engine.rebuild is not None
             engine.rebuild()
+            broken = [f for f in finished if isinstance(f.exception(), BrokenProcessPool)]
+            if len(broken) > 1:
+                cells = sorted((pending.pop(f) for f in broken), key=lambda c: order[c.cell])
+                suspects.update(c.cell for c in cells)
+                queue.extendleft(reversed(cells))  # again first, in plan order
+                finished -= set(broken)
         for future in sorted(finished, key=lambda f: order[pending[f].cell]):  # plan order among the finished
             cell = pending.pop(future)
             outcome = _outcome(cell, future, attempts, engine.retries)
             if outcome is None:
                 queue.appendleft(cell)
             else:
+                suspects.discard(cell.cell)
                 yield outcome
 
 
