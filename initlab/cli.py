@@ -368,12 +368,18 @@ def compare(
         sweep.check_layers(chosen, plan.axes["depths"])
         from initlab.sweep import executors
 
-        start_engine = executors.choose(executor, workers, address, threads)
-        if resume is None and save:  # only now: bad input above writes nothing
-            folder = sweep.SweepFolder.create(out or Path("results"), plan, sys.argv, plots.std_plot_files)
+        # Started before the folder is created: an engine that cannot start (no scheduler at --address)
+        # writes nothing, and its start-up does not count in the progress bar's rate.
+        engine = executors.choose(executor, workers, address, threads)()
+        try:
+            if resume is None and save:  # only now: bad input above writes nothing
+                folder = sweep.SweepFolder.create(out or Path("results"), plan, sys.argv, plots.std_plot_files)
+        except BaseException:
+            engine.stop()
+            raise
         with _progress_bar(not json_output and len(plan.runs) > 1) as progress:
             try:
-                comparison = sweep.run_sweep(plan, folder, progress, start_engine())
+                comparison = sweep.run_sweep(plan, folder, progress, engine)
             except KeyboardInterrupt as err:
                 _interrupted(folder, len(plan.runs), interrupted_code(err))
         from rich.console import Console

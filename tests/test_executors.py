@@ -380,3 +380,10 @@ def test_only_the_cell_that_kills_its_worker_is_reported_not_its_neighbours() ->
     whole = sweep.run_sweep(plan, engine=executors.in_process(1))
     healthy = whole.layers[whole.layers["cell"] != victim].reset_index(drop=True)
     assert results.csv_text(outcome.layers) == results.csv_text(healthy)
+
+
+def test_an_address_where_no_scheduler_answers_writes_nothing(tmp_path: Path) -> None:
+    code, out, err = invoke(*SWEEP, "--out", str(tmp_path / "out"), "--executor", "dask",
+                            "--address", "tcp://127.0.0.1:1")
+    assert code == 2 and "--address tcp://127.0.0.1:1: no Dask scheduler answers there" in err, err
+    assert not (tmp_path / "out").exists()

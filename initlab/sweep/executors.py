@@ -157,7 +157,7 @@ def dask(address: str | None, workers: int | None, threads: int | None, retries:
         client = Client(cluster)
     else:
         try:
-            client = Client(address, timeout=20)
+            client = Client(address, timeout=5)
         except OSError as err:
             raise InitlabError(f"--address {address}: no Dask scheduler answers there ({err})") from None
         threads = threads if threads is not None else 1  # the cluster's cores are not known here: one each
