@@ -151,7 +151,7 @@ def dask(address: str | None, workers: int | None, threads: int | None, retries:
         workers = workers if workers is not None else cores()
         threads = threads if threads is not None else max(1, cores() // workers)
         check_threads(workers, threads, "--executor dask")
-        # 127.0.0.1 only, dashboard off: nothing listens on another interface.
+        # 127.0.0.1 only (the dashboard too): nothing listens on another interface.
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=None, silence_logs=50)
         client = Client(cluster)
