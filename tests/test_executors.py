@@ -385,5 +385,5 @@ def test_only_the_cell_that_kills_its_worker_is_reported_not_its_neighbours() ->
 def test_an_address_where_no_scheduler_answers_writes_nothing(tmp_path: Path) -> None:
     code, out, err = invoke(*SWEEP, "--out", str(tmp_path / "out"), "--executor", "dask",
                             "--address", "tcp://127.0.0.1:1")
-    assert code == 2 and "--address tcp://127.0.0.1:1: no Dask scheduler answers there" in err, err
+    assert code == 2 and out == "" and "--address tcp://127.0.0.1:1: no Dask scheduler answers there" in err, err
     assert not (tmp_path / "out").exists()
