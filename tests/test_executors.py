@@ -387,3 +387,32 @@ def test_an_address_where_no_scheduler_answers_writes_nothing(tmp_path: Path) ->
                             "--address", "tcp://127.0.0.1:1")
     assert code == 2 and out == "" and "--address tcp://127.0.0.1:1: no Dask scheduler answers there" in err, err
     assert not (tmp_path / "out").exists()
+
+
+class Killing(Executor):
+    """Submits to ``inner``, except that the victim's call ends its worker process (``os._exit``: a builtin,
+    so it travels to any worker by reference), as a cell that crashes the interpreter would."""
+
+    def __init__(self, inner: Executor, victim: str) -> None:
+        self.inner, self.victim = inner, victim
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if args[0].cell == self.victim:
+            return self.inner.submit(os._exit, 1)
+        return self.inner.submit(fn, *args, **kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(DASK is None, reason="needs dask[distributed] (the dev extra)")
+def test_a_cell_that_kills_its_dask_worker_is_tried_retries_plus_one_times_and_reported_so() -> None:
+    plan = small_plan()
+    victim = plan.runs[1].cell
+    engine = executors.dask(None, 2, 1)
+    engine.executor = Killing(engine.executor, victim)
+    outcome = sweep.run_sweep(plan, engine=engine)
+    assert [entry["cell"] for entry in outcome.failed] == [victim]
+    # The scheduler let RETRIES more workers die running it before giving up: RETRIES + 1 deaths in all.
+    assert outcome.failed[0]["error"].startswith(f"lost: the worker running it died {executors.RETRIES + 1} time(s)")
+    whole = sweep.run_sweep(plan, engine=executors.in_process(1))
+    healthy = whole.layers[whole.layers["cell"] != victim].reset_index(drop=True)
+    assert results.csv_text(outcome.layers) == results.csv_text(healthy)

@@ -155,10 +155,14 @@ def _outcome(cell: CellRun, future: Future[Result], attempts: Counter[str], retr
     if error is None:
         layers, summary, message = future.result()
         return Outcome(cell, layers, summary, message)
-    lost = isinstance(error, BrokenProcessPool) or type(error).__name__ == "KilledWorker"  # Dask's, by name:
-    if not lost:  # Dask need not be installed
-        raise error
-    attempts[cell.cell] += 1
-    if attempts[cell.cell] <= retries:
-        return None
-    return Outcome(cell, error=f"lost: the worker running it died {attempts[cell.cell]} time(s) ({error})")
+    if isinstance(error, BrokenProcessPool):
+        attempts[cell.cell] += 1
+        if attempts[cell.cell] <= retries:
+            return None
+        return Outcome(cell, error=f"lost: the worker running it died {attempts[cell.cell]} time(s) ({error})")
+    if type(error).__name__ == "KilledWorker":  # Dask's (by name: Dask need not be installed): its scheduler
+        # already ran the cell on allowed_failures + 1 workers, all of which died
+        deaths = attempts[cell.cell] + getattr(error, "allowed_failures", 0) + 1
+        last = getattr(getattr(error, "last_worker", None), "address", "?")
+        return Outcome(cell, error=f"lost: the worker running it died {deaths} time(s) (the last: {last})")
+    raise error

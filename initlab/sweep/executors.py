@@ -5,8 +5,9 @@ returns a Future), so another engine (Ray, submitit) is a few lines: an executor
 - :func:`process_pool`: ``N`` local processes (spawned: a fork of a process whose torch thread pool
   already runs can hang); a pool broken by a dead worker is rebuilt (:meth:`Engine.rebuild`).
 - :func:`dask`: a Dask ``LocalCluster`` bound to 127.0.0.1 and stopped with the sweep, or an existing
-  cluster at ``address``. Cells that need a GPU ask for the ``GPU`` resource; Dask retries a cell whose
-  worker died.
+  cluster at ``address``. Cells that need a GPU ask for the ``GPU`` resource. A cell whose worker died
+  is rescheduled by Dask's scheduler itself (its ``allowed-failures``: :data:`RETRIES` on a LocalCluster,
+  the cluster's own setting at ``address``), not by the driver.
 
 Only the module-level function a cell runs and its arguments travel to a worker, and only the cell's
 result travels back: workers need no shared file system.
@@ -152,8 +153,11 @@ def dask(address: str | None, workers: int | None, threads: int | None, retries:
         threads = threads if threads is not None else max(1, cores() // workers)
         check_threads(workers, threads, "--executor dask")
         # 127.0.0.1 only (the dashboard too): nothing listens on another interface.
+        # A dead worker's cell is retried by the scheduler (allowed_failures), never by the executor: Dask's
+        # `retries` only covers a task that raises, and a cell's errors are results, not worth a retry.
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=50)
+                               dashboard_address=None, silence_logs=50,
+                               scheduler_kwargs={"allowed_failures": retries})
         client = Client(cluster)
     else:
         try:
@@ -162,9 +166,9 @@ def dask(address: str | None, workers: int | None, threads: int | None, retries:
             raise InitlabError(f"--address {address}: no Dask scheduler answers there ({err})") from None
         threads = threads if threads is not None else 1  # the cluster's cores are not known here: one each
         workers = len(client.scheduler_info().get("workers", {}))
-    engine = Engine("dask", client.get_executor(retries=retries, pure=False), slots=max(2, 2 * workers),
+    engine = Engine("dask", client.get_executor(pure=False), slots=max(2, 2 * workers),
                     threads=threads, workers=workers,
-                    gpu=client.get_executor(retries=retries, pure=False, resources={"GPU": 1}),
+                    gpu=client.get_executor(pure=False, resources={"GPU": 1}),
                     info={"address": address or "LocalCluster"})
     engine.stop = lambda: _close(client, cluster)
     return engine
