@@ -139,7 +139,8 @@ class DyingPool(Executor):
 def dying_engine(victim: str, deaths: int, retries: int) -> tuple[executors.Engine, list[int]]:
     pool = DyingPool(victim, deaths)
     rebuilt: list[int] = []
-    engine = executors.Engine("process", pool, slots=3, threads=1, workers=2, retries=retries)
+    engine = executors.Engine("process", pool, slots=3, threads=1, workers=2, retries=retries,
+                              lost=executors.broken_pool)
     engine.rebuild = lambda: rebuilt.append(1) or pool  # type: ignore[func-returns-value]
     return engine, rebuilt
 
@@ -176,6 +177,47 @@ def test_a_cell_lost_past_its_retries_is_reported_and_resume_finishes_it(tmp_pat
     whole = sweep.run_sweep(plan, engine=executors.in_process(1))
     assert (folder.path / "layers.csv").read_text() == results.csv_text(whole.layers)
     assert (folder.path / "summary.csv").read_text() == results.csv_text(whole.summary)
+
+
+class Preempted(Exception):
+    """Another engine's lost worker (a preempted node, say): an exception type execute.py has never heard of."""
+
+
+class PreemptingPool(Executor):
+    """Runs calls here; the victim's first call ends as its (preempted) node's would."""
+
+    def __init__(self, victim: str) -> None:
+        self.victim, self.preempted = victim, False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        if args[0].cell == self.victim and not self.preempted:
+            self.preempted = True
+            future.set_exception(Preempted("node 7"))
+        else:
+            future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_an_engine_says_which_errors_are_lost_workers_and_the_sweep_needs_no_other_knowledge() -> None:
+    plan = small_plan()
+    victim = plan.runs[2].cell
+
+    def lost(error: BaseException) -> tuple[int, str] | None:
+        return (1, f"preempted: {error}") if isinstance(error, Preempted) else None
+
+    engine = executors.Engine("preemptible", PreemptingPool(victim), slots=1, threads=1, workers=1, lost=lost)
+    reported = sweep.run_sweep(plan, engine=engine)  # no retries: reported, in the engine's words
+    assert [(e["cell"], e["error"]) for e in reported.failed] == [
+        (victim, "lost: the worker running it died 1 time(s) (preempted: node 7)")]
+    engine = executors.Engine("preemptible", PreemptingPool(victim), slots=1, threads=1, workers=1, lost=lost,
+                              retries=1)
+    retried = sweep.run_sweep(plan, engine=engine)
+    whole = sweep.run_sweep(plan, engine=executors.in_process(1))
+    assert not retried.failed and results.csv_text(retried.layers) == results.csv_text(whole.layers)
+    engine = executors.Engine("preemptible", PreemptingPool(victim), slots=1, threads=1, workers=1)
+    with pytest.raises(Preempted):  # an engine that does not call it a lost worker: the error is raised
+        sweep.run_sweep(plan, engine=engine)
 
 
 def test_compute_sets_the_thread_count_and_returns_only_the_result() -> None:
@@ -370,7 +412,7 @@ def test_only_the_cell_that_kills_its_worker_is_reported_not_its_neighbours() ->
     plan = small_plan()
     victim = plan.runs[2].cell
     pool = PoisonPool(victim)
-    engine = executors.Engine("process", pool, slots=3, threads=1, workers=3, retries=2)
+    engine = executors.Engine("process", pool, slots=3, threads=1, workers=3, retries=2, lost=executors.broken_pool)
     engine.rebuild = pool.rebuild
     try:
         outcome = sweep.run_sweep(plan, engine=engine)

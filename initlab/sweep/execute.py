@@ -2,7 +2,9 @@
 files are written only through a :class:`~initlab.sweep.store.SweepFolder`, one finished cell at a
 time, so an interrupted sweep keeps what it finished and :func:`run_sweep` on the same folder runs
 only what is missing. Where the cells run is an :class:`~initlab.sweep.executors.Engine`: this process
-by default, or workers that send back only each finished cell's result (:func:`compute`)."""
+by default, or workers that send back only each finished cell's result (:func:`compute`). Which errors mean a
+dead worker rather than a failed cell is the engine's to say (:attr:`Engine.lost`): nothing here knows an
+engine's exception types."""
 
 from __future__ import annotations
 
@@ -10,14 +12,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from initlab.errors import InitlabError
 from initlab.results import csv_text
 from initlab.sweep.aggregate import Comparison, aggregate
-from initlab.sweep.executors import Engine, in_process
+from initlab.sweep.executors import Engine, Loss, in_process
 from initlab.sweep.outcome import Outcome
 from initlab.sweep.plan import CellRun, Plan
 from initlab.sweep.store import SweepFolder
@@ -128,12 +129,11 @@ def _stream(engine: Engine, todo: list[CellRun]) -> Iterator[Outcome]:
             needs_gpu = cell.config is not None and cell.config.device.startswith("cuda")
             pending[engine.pick(needs_gpu).submit(compute, cell, engine.threads)] = cell
         finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-        if any(isinstance(f.exception(), BrokenProcessPool) for f in finished):
+        if engine.rebuild is not None and any(_loss(engine, f) for f in finished):
             finished = set(pending)  # a dead worker breaks the whole pool: every call in flight ends
             wait(finished)
-            assert engine.rebuild is not None
             engine.rebuild()
-            broken = [f for f in finished if isinstance(f.exception(), BrokenProcessPool)]
+            broken = [f for f in finished if _loss(engine, f)]
             if len(broken) > 1:
                 cells = sorted((pending.pop(f) for f in broken), key=lambda c: order[c.cell])
                 suspects.update(c.cell for c in cells)
@@ -141,7 +141,7 @@ def _stream(engine: Engine, todo: list[CellRun]) -> Iterator[Outcome]:
                 finished -= set(broken)
         for future in sorted(finished, key=lambda f: order[pending[f].cell]):  # plan order among the finished
             cell = pending.pop(future)
-            outcome = _outcome(cell, future, attempts, engine.retries)
+            outcome = _outcome(cell, future, attempts, engine)
             if outcome is None:
                 queue.appendleft(cell)
             else:
@@ -149,20 +149,22 @@ def _stream(engine: Engine, todo: list[CellRun]) -> Iterator[Outcome]:
                 yield outcome
 
 
-def _outcome(cell: CellRun, future: Future[Result], attempts: Counter[str], retries: int) -> Outcome | None:
+def _loss(engine: Engine, future: Future[Result]) -> Loss | None:
+    error = future.exception()
+    return engine.lost(error) if error is not None else None
+
+
+def _outcome(cell: CellRun, future: Future[Result], attempts: Counter[str], engine: Engine) -> Outcome | None:
     """A finished call's outcome; None to run the cell again (its worker died, retries are left)."""
     error = future.exception()
     if error is None:
         layers, summary, message = future.result()
         return Outcome(cell, layers, summary, message)
-    if isinstance(error, BrokenProcessPool):
-        attempts[cell.cell] += 1
-        if attempts[cell.cell] <= retries:
-            return None
-        return Outcome(cell, error=f"lost: the worker running it died {attempts[cell.cell]} time(s) ({error})")
-    if type(error).__name__ == "KilledWorker":  # Dask's (by name: Dask need not be installed): its scheduler
-        # already ran the cell on allowed_failures + 1 workers, all of which died
-        deaths = attempts[cell.cell] + getattr(error, "allowed_failures", 0) + 1
-        last = getattr(getattr(error, "last_worker", None), "address", "?")
-        return Outcome(cell, error=f"lost: the worker running it died {deaths} time(s) (the last: {last})")
-    raise error
+    loss = engine.lost(error)
+    if loss is None:
+        raise error
+    deaths, reason = loss
+    attempts[cell.cell] += deaths
+    if attempts[cell.cell] <= engine.retries:
+        return None
+    return Outcome(cell, error=f"lost: the worker running it died {attempts[cell.cell]} time(s) ({reason})")

@@ -19,6 +19,7 @@ import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,10 @@ class InProcess(Executor):
         return future
 
 
+#: A call that ended because its worker died: the deaths it stands for, and a short reason.
+Loss = tuple[int, str]
+
+
 @dataclass
 class Engine:
     """An executor and what the sweep needs to know about it.
@@ -52,6 +57,9 @@ class Engine:
     ``slots`` cells are kept in flight (a few per worker, so none idles while the driver writes);
     ``threads`` is the torch thread count inside every cell (None: this process's, unchanged);
     ``gpu`` is the executor for cells that need a GPU (Dask: one that requests the ``GPU`` resource).
+    ``lost(error)`` says whether a call's error means its worker died, not the cell: how many deaths it
+    stands for and a short reason, else None (the error is the driver's to raise). ``rebuild``, where
+    given, replaces an executor that a dead worker broke as a whole (every call in flight ends).
     """
 
     name: str
@@ -63,6 +71,7 @@ class Engine:
     gpu: Executor | None = None
     retries: int = 0  # the driver's own retries of a cell whose worker died (process pool)
     rebuild: Callable[[], Executor] | None = None
+    lost: Callable[[BaseException], Loss | None] = lambda error: None
     info: dict[str, Any] = field(default_factory=dict)
 
     def pick(self, needs_gpu: bool) -> Executor:
@@ -113,7 +122,8 @@ def process_pool(workers: int, threads: int | None, retries: int = RETRIES) -> E
     def new() -> Executor:
         return ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer=_ignore_interrupts)
 
-    engine = Engine("process", new(), slots=2 * workers, threads=threads, workers=workers, retries=retries)
+    engine = Engine("process", new(), slots=2 * workers, threads=threads, workers=workers, retries=retries,
+                    lost=broken_pool)
 
     def rebuild() -> Executor:
         _kill(engine.executor)
@@ -123,6 +133,11 @@ def process_pool(workers: int, threads: int | None, retries: int = RETRIES) -> E
     engine.rebuild = rebuild
     engine.stop = lambda: _kill(engine.executor)
     return engine
+
+
+def broken_pool(error: BaseException) -> Loss | None:
+    """A process pool's lost worker: one death (the pool is broken as a whole and rebuilt)."""
+    return (1, str(error)) if isinstance(error, BrokenProcessPool) else None
 
 
 def _kill(pool: Executor) -> None:
@@ -169,9 +184,18 @@ def dask(address: str | None, workers: int | None, threads: int | None, retries:
     engine = Engine("dask", client.get_executor(pure=False), slots=max(2, 2 * workers),
                     threads=threads, workers=workers,
                     gpu=client.get_executor(pure=False, resources={"GPU": 1}),
-                    info={"address": address or "LocalCluster"})
+                    info={"address": address or "LocalCluster"}, lost=killed_worker)
     engine.stop = lambda: _close(client, cluster)
     return engine
+
+
+def killed_worker(error: BaseException) -> Loss | None:
+    """Dask's KilledWorker: its scheduler ran the cell on allowed_failures + 1 workers, and all of them died."""
+    from distributed.scheduler import KilledWorker
+
+    if not isinstance(error, KilledWorker):
+        return None
+    return error.allowed_failures + 1, f"the last on {error.last_worker.address}"
 
 
 def _close(client: Any, cluster: Any) -> None:
