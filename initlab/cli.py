@@ -358,12 +358,13 @@ def compare(
                 "--grid": grid or None,
                 "--out": out, "--no-save": None if save else True, "--device": device, "--devices": devices,
                 "--no-backward": True if no_backward else None,
-            })
+            }, remote=address is not None)
         else:
             plan = sweep.plan_from_options(
                 config, schemes=schemes, activations=activations, depth=depth, width=width, batch_size=batch_size,
                 bias=bias, activation=activation, seed=seed, seeds=seeds, depths=depths, widths=widths, grid=grid or (),
                 overrides=device_overrides(device, devices, no_backward), max_runs=max_runs,
+                remote=address is not None,  # a cluster's devices are its workers' to check
             )
         sweep.check_layers(chosen, plan.axes["depths"])
         from initlab.sweep import executors
@@ -372,6 +373,7 @@ def compare(
         # writes nothing, and its start-up does not count in the progress bar's rate.
         engine = executors.choose(executor, workers, address, threads)()
         try:
+            sweep.check_placeable(plan, engine)
             if resume is None and save:  # only now: bad input above writes nothing
                 folder = sweep.SweepFolder.create(out or Path("results"), plan, sys.argv, plots.std_plot_files)
         except BaseException:

@@ -306,7 +306,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def dask_cluster(workers: int) -> Iterator[str]:
+def dask_cluster(workers: int, *worker_options: str) -> Iterator[str]:
     """`dask scheduler` and `dask worker --nworkers N` on 127.0.0.1, always stopped."""
     assert DASK is not None
     port = free_port()
@@ -317,7 +317,7 @@ def dask_cluster(workers: int) -> Iterator[str]:
     started = [subprocess.Popen([DASK, "scheduler", *local, "--port", str(port)], **logs)]  # type: ignore[call-overload]
     try:
         started.append(subprocess.Popen([DASK, "worker", address, *local, "--nworkers", str(workers),
-                                         "--nthreads", "1"], **logs))  # type: ignore[call-overload]
+                                         "--nthreads", "1", *worker_options], **logs))  # type: ignore[call-overload]
         from distributed import Client
 
         with Client(address, timeout=30) as client:
@@ -458,3 +458,52 @@ def test_a_cell_that_kills_its_dask_worker_is_tried_retries_plus_one_times_and_r
     whole = sweep.run_sweep(plan, engine=executors.in_process(1))
     healthy = whole.layers[whole.layers["cell"] != victim].reset_index(drop=True)
     assert results.csv_text(outcome.layers) == results.csv_text(healthy)
+
+
+@pytest.mark.skipif(DASK is None, reason="needs dask[distributed] (the dev extra)")
+def test_cuda_cells_for_a_remote_cluster_are_not_refused_for_the_drivers_lack_of_a_gpu(tmp_path: Path) -> None:
+    # The driver's devices say nothing of the cluster's: the sweep goes as far as the scheduler (none answers here).
+    code, _, err = invoke(*SWEEP, "--out", str(tmp_path / "out"), "--device", "cuda", "--executor", "dask",
+                          "--address", "tcp://127.0.0.1:1")
+    assert code == 2 and "no Dask scheduler answers there" in err, err
+    code, _, err = invoke(*SWEEP, "--out", str(tmp_path / "out"), "--device", "cuda")  # here: refused up front
+    assert code == 2 and "CUDA is not available" in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(DASK is None, reason="needs dask[distributed] (the dev extra)")
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the worker must lack CUDA")
+def test_a_cuda_cell_on_a_remote_worker_without_cuda_fails_with_one_clear_error(tmp_path: Path) -> None:
+    from distributed import Client
+
+    base = ["compare", "--schemes", "xavier", "--depth", "3", "--width", "8", "--device", "cuda"]
+    with dask_cluster(1, "--resources", "GPU=1") as address:  # a worker that declares a GPU it does not have
+        code, out, err = invoke(*base, "--out", str(tmp_path), "--executor", "dask", "--address", address)
+        engine = executors.dask(address, None, 1)
+        try:  # what a CUDA cell's task asks the scheduler for
+            running = engine.pick(True).submit(time.sleep, 30)
+            with Client(address, timeout=20) as client:
+                def asked() -> list[Any]:
+                    return list(client.run_on_scheduler(lambda dask_scheduler: [
+                        ts.resource_restrictions for ts in dask_scheduler.tasks.values() if "sleep" in str(ts.key)]))
+                wait_until(lambda: bool(asked()), 20, "the task at the scheduler")
+                cuda_tasks = asked()
+            running.cancel()
+        finally:
+            engine.stop()
+    assert code == 1 and "Traceback" not in out + err, out + err
+    failed = json.loads((folder_of(tmp_path) / "meta.json").read_text())["failed"]
+    assert [entry["error"] for entry in failed] == [
+        "device 'cuda': CUDA is not available on this machine (use device: cpu, or device: auto to take a GPU "
+        "only when there is one)"]
+    assert cuda_tasks == [{"GPU": 1}]  # placed by the GPU resource
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(DASK is None, reason="needs dask[distributed] (the dev extra)")
+def test_cuda_cells_on_a_cluster_whose_workers_declare_no_gpu_are_refused_not_left_waiting(tmp_path: Path) -> None:
+    base = ["compare", "--schemes", "xavier", "--depth", "3", "--width", "8", "--device", "cuda"]
+    with dask_cluster(1) as address:
+        code, out, err = invoke(*base, "--out", str(tmp_path / "out"), "--executor", "dask", "--address", address)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert "declares the GPU resource" in err and not (tmp_path / "out").exists()

@@ -70,6 +70,19 @@ def compute(cell: CellRun, threads: int | None) -> Result:
     return outcome.layers_csv, outcome.summary, outcome.error
 
 
+def check_placeable(plan: Plan, engine: Engine) -> None:
+    """Refuse cells that need a GPU on a cluster with workers, none of which declares the ``GPU`` resource:
+    they would wait for one for ever. (A cluster with no workers yet may grow GPU workers: not refused.)"""
+    if not engine.gpu_workers and engine.gpu_workers is not None and engine.workers > 0 and any(
+            _needs_gpu(cell) for cell in plan.runs):
+        raise InitlabError(f"--device cuda: no worker of the cluster at {engine.info.get('address')} declares the "
+                           "GPU resource (start GPU workers with: dask worker ADDRESS --resources GPU=1)")
+
+
+def _needs_gpu(cell: CellRun) -> bool:
+    return cell.config is not None and cell.config.device.startswith("cuda")
+
+
 def run_sweep(plan: Plan, folder: SweepFolder | None = None, progress: Progress | None = None,
               engine: Engine | None = None) -> Comparison:
     """Run every cell of ``plan`` not yet in ``folder`` on ``engine`` (default: in this process) and
@@ -126,8 +139,7 @@ def _stream(engine: Engine, todo: list[CellRun]) -> Iterator[Outcome]:
     while queue or pending:
         while queue and len(pending) < (1 if suspects else engine.slots):
             cell = queue.popleft()
-            needs_gpu = cell.config is not None and cell.config.device.startswith("cuda")
-            pending[engine.pick(needs_gpu).submit(compute, cell, engine.threads)] = cell
+            pending[engine.pick(_needs_gpu(cell)).submit(compute, cell, engine.threads)] = cell
         finished, _ = wait(pending, return_when=FIRST_COMPLETED)
         if engine.rebuild is not None and any(_loss(engine, f) for f in finished):
             finished = set(pending)  # a dead worker breaks the whole pool: every call in flight ends

@@ -71,6 +71,7 @@ class Engine:
     gpu: Executor | None = None
     retries: int = 0  # the driver's own retries of a cell whose worker died (process pool)
     rebuild: Callable[[], Executor] | None = None
+    gpu_workers: int | None = None  # a cluster's workers that declare the GPU resource (None: not a cluster)
     lost: Callable[[BaseException], Loss | None] = lambda error: None
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -174,17 +175,19 @@ def dask(address: str | None, workers: int | None, threads: int | None, retries:
                                dashboard_address=None, silence_logs=50,
                                scheduler_kwargs={"allowed_failures": retries})
         client = Client(cluster)
+        gpu = None  # the workers share this machine's devices (the driver checked them) and declare no resources
     else:
         try:
             client = Client(address, timeout=5)
         except OSError as err:
             raise InitlabError(f"--address {address}: no Dask scheduler answers there ({err})") from None
         threads = threads if threads is not None else 1  # the cluster's cores are not known here: one each
-        workers = len(client.scheduler_info().get("workers", {}))
-    engine = Engine("dask", client.get_executor(pure=False), slots=max(2, 2 * workers),
-                    threads=threads, workers=workers,
-                    gpu=client.get_executor(pure=False, resources={"GPU": 1}),
-                    info={"address": address or "LocalCluster"}, lost=killed_worker)
+        found = client.scheduler_info().get("workers", {}).values()
+        workers = len(found)
+        gpu = client.get_executor(pure=False, resources={"GPU": 1})  # placed on workers started --resources GPU=1
+    engine = Engine("dask", client.get_executor(pure=False), slots=max(2, 2 * workers), threads=threads,
+                    workers=workers, gpu=gpu, info={"address": address or "LocalCluster"}, lost=killed_worker,
+                    gpu_workers=None if address is None else sum(1 for w in found if w.get("resources", {}).get("GPU")))
     engine.stop = lambda: _close(client, cluster)
     return engine
 

@@ -91,13 +91,16 @@ def plan_from_options(
     grid: Sequence[str] = (),
     overrides: Sequence[str | Override] = (),
     max_runs: int = MAX_RUNS,
+    remote: bool = False,
 ) -> Plan:
     """The plan of ``initlab compare`` from its options as typed, every check made before any run.
 
     A bad spec, a base flag next to the axis that replaces it (``--depth`` with
     ``--depths``), a ``--grid`` value that does not validate in some cell, a device that is not
     here, seeds torch cannot take, more than ``max_runs`` cell runs, or a cell too large for
-    memory is an :class:`InitlabError`.
+    memory is an :class:`InitlabError`. With ``remote`` (cells run on a cluster's machines) the
+    devices and memory are not checked here, where they say nothing of the workers': a worker that
+    cannot run a cell reports it failed, with the same one-line error.
     """
     from initlab.devices import usable
 
@@ -106,7 +109,8 @@ def plan_from_options(
         batch_size=batch_size, bias=bias, activation=base_or_axis(activation, activations, "activation"), seed=seed,
         overrides=overrides,
     )
-    usable(base)  # no CUDA, a bad id or dtype: one error now, not one per cell
+    if not remote:
+        usable(base)  # no CUDA, a bad id or dtype: one error now, not one per cell
     axes = (parse_schemes(required_schemes(schemes)), parse_activations(activations) if activations else [],
             parse_ints(depths, "--depths") if depths else [], parse_ints(widths, "--widths") if widths else [])
     grid_axes = tuple(parse_grid(text) for text in grid)
@@ -114,7 +118,8 @@ def plan_from_options(
     check_size([len(axis) or 1 for axis in axes], seeds, max_runs, grid_axes)
     check_seeds(base.seed, seeds, "--seed/--seeds")
     plan = plan_sweep(base, *axes, seeds=seeds, grid=grid_axes)
-    check_feasible(plan)
+    if not remote:
+        check_feasible(plan)
     return plan
 
 
