@@ -507,3 +507,23 @@ def test_cuda_cells_on_a_cluster_whose_workers_declare_no_gpu_are_refused_not_le
         code, out, err = invoke(*base, "--out", str(tmp_path / "out"), "--executor", "dask", "--address", address)
     assert code == 2 and out == "" and len(err.splitlines()) == 1, err
     assert "declares the GPU resource" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(DASK is None, reason="needs dask[distributed] (the dev extra)")
+def test_the_local_clusters_sockets_listen_on_127_0_0_1_at_random_ports_not_8787() -> None:
+    import warnings
+
+    import psutil
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine = executors.dask(None, 1, 1)
+    try:
+        here = psutil.Process()
+        listening = [c.laddr for p in [here, *here.children(recursive=True)]
+                     for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    finally:
+        engine.stop()
+    assert len(listening) >= 3  # the scheduler, its HTTP server, the nanny, the worker
+    assert all(address.ip == "127.0.0.1" and address.port != 8787 for address in listening), listening
+    assert not [str(w.message) for w in caught if "in use" in str(w.message)]  # no port was fought over

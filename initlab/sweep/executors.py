@@ -168,12 +168,16 @@ def dask(address: str | None, workers: int | None, threads: int | None, retries:
         workers = workers if workers is not None else cores()
         threads = threads if threads is not None else max(1, cores() // workers)
         check_threads(workers, threads, "--executor dask")
-        # 127.0.0.1 only (the dashboard too): nothing listens on another interface.
+        # 127.0.0.1 only: nothing listens on another interface.
         # A dead worker's cell is retried by the scheduler (allowed_failures), never by the executor: Dask's
         # `retries` only covers a task that raises, and a cell's errors are results, not worth a retry.
+        # The scheduler's HTTP server listens whatever the dashboard options say (distributed 2026.8;
+        # dashboard_address=None means 127.0.0.1:8787, which another user's cluster may hold): a random
+        # port on 127.0.0.1, and no dashboard on it. The workers' HTTP servers take random ports there too.
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=50,
-                               scheduler_kwargs={"allowed_failures": retries})
+                               silence_logs=50, scheduler_kwargs={
+                                   "allowed_failures": retries, "dashboard": False,
+                                   "dashboard_address": "127.0.0.1:0"})
         client = Client(cluster)
         gpu = None  # the workers share this machine's devices (the driver checked them) and declare no resources
     else:
