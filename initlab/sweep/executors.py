@@ -162,38 +162,43 @@ def dask(address: str | None, workers: int | None, threads: int | None, retries:
         distributed: Any = importlib.import_module("distributed")
     except ImportError:
         raise InitlabError(DASK_MISSING) from None
-    Client, LocalCluster = distributed.Client, distributed.LocalCluster
-    cluster: Any = None
     if address is None:
         workers = workers if workers is not None else cores()
         threads = threads if threads is not None else max(1, cores() // workers)
         check_threads(workers, threads, "--executor dask")
-        # 127.0.0.1 only: nothing listens on another interface.
-        # A dead worker's cell is retried by the scheduler (allowed_failures), never by the executor: Dask's
-        # `retries` only covers a task that raises, and a cell's errors are results, not worth a retry.
-        # The scheduler's HTTP server listens whatever the dashboard options say (distributed 2026.8;
-        # dashboard_address=None means 127.0.0.1:8787, which another user's cluster may hold): a random
-        # port on 127.0.0.1, and no dashboard on it. The workers' HTTP servers take random ports there too.
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               silence_logs=50, scheduler_kwargs={
-                                   "allowed_failures": retries, "dashboard": False,
-                                   "dashboard_address": "127.0.0.1:0"})
-        client = Client(cluster)
-        gpu = None  # the workers share this machine's devices (the driver checked them) and declare no resources
-    else:
-        try:
-            client = Client(address, timeout=5)
-        except OSError as err:
-            raise InitlabError(f"--address {address}: no Dask scheduler answers there ({err})") from None
-        threads = threads if threads is not None else 1  # the cluster's cores are not known here: one each
-        found = client.scheduler_info().get("workers", {}).values()
-        workers = len(found)
-        gpu = client.get_executor(pure=False, resources={"GPU": 1})  # placed on workers started --resources GPU=1
-    engine = Engine("dask", client.get_executor(pure=False), slots=max(2, 2 * workers), threads=threads,
-                    workers=workers, gpu=gpu, info={"address": address or "LocalCluster"}, lost=killed_worker,
-                    gpu_workers=None if address is None else sum(1 for w in found if w.get("resources", {}).get("GPU")))
-    engine.stop = lambda: _close(client, cluster)
+        cluster = _local_cluster(distributed, workers, retries)
+        client = distributed.Client(cluster)
+        engine = Engine("dask", client.get_executor(pure=False), slots=max(2, 2 * workers), threads=threads,
+                        workers=workers, info={"address": "LocalCluster"}, lost=killed_worker)
+        # No GPU executor: the workers share this machine's devices (the driver checked them), declare no resources.
+        engine.stop = lambda: _close(client, cluster)
+        return engine
+    try:
+        client = distributed.Client(address, timeout=5)
+    except OSError as err:
+        raise InitlabError(f"--address {address}: no Dask scheduler answers there ({err})") from None
+    found = client.scheduler_info().get("workers", {}).values()
+    engine = Engine("dask", client.get_executor(pure=False), slots=max(2, 2 * len(found)),
+                    threads=threads if threads is not None else 1,  # the cluster's cores are not known here: one each
+                    workers=len(found), info={"address": address}, lost=killed_worker,
+                    gpu=client.get_executor(pure=False, resources={"GPU": 1}),  # workers started --resources GPU=1
+                    gpu_workers=sum(1 for w in found if w.get("resources", {}).get("GPU")))
+    engine.stop = lambda: _close(client, None)
     return engine
+
+
+def _local_cluster(distributed: Any, workers: int, retries: int) -> Any:
+    """A LocalCluster of ``workers`` one-thread processes where every socket listens on 127.0.0.1 only.
+
+    A dead worker's cell is retried by the scheduler (``allowed_failures``), never by the executor: Dask's
+    ``retries`` only covers a task that raises, and a cell's errors are results, not worth a retry. The
+    scheduler's HTTP server listens whatever the dashboard options say (distributed 2026.8;
+    ``dashboard_address=None`` means 127.0.0.1:8787, which another user's cluster may hold): here a random
+    port on 127.0.0.1, with no dashboard on it. The workers' HTTP servers take random ports there too.
+    """
+    options = {"allowed_failures": retries, "dashboard": False, "dashboard_address": "127.0.0.1:0"}
+    return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                    silence_logs=50, scheduler_kwargs=options)
 
 
 def killed_worker(error: BaseException) -> Loss | None:
