@@ -91,6 +91,15 @@ def test_in_process_records_its_thread_count(reference: dict[str, str], tmp_path
     assert torch.get_num_threads() == before  # the sweep's count does not leak into the caller
 
 
+def test_in_process_by_default_records_torchs_own_thread_count(tmp_path: Path) -> None:
+    import torch
+
+    code, _, err = invoke(*SWEEP, "--out", str(tmp_path))
+    assert code == 0, err
+    assert json.loads((folder_of(tmp_path) / "meta.json").read_text())["execution"] == {
+        "executor": "in-process", "workers": 1, "threads": torch.get_num_threads()}
+
+
 # ---------------------------------------------------------------- bad options: one line, exit 2, nothing written
 
 

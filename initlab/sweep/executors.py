@@ -79,8 +79,13 @@ class Engine:
         return self.gpu if needs_gpu and self.gpu is not None else self.executor
 
     def describe(self) -> dict[str, Any]:
-        """What meta.json records: engine, workers, torch threads per cell."""
-        return {"executor": self.name, "workers": self.workers, "threads": self.threads, **self.info}
+        """What meta.json records: engine, workers, torch threads per cell (as they are here, if not set)."""
+        threads = self.threads
+        if threads is None:
+            import torch
+
+            threads = torch.get_num_threads()
+        return {"executor": self.name, "workers": self.workers, "threads": threads, **self.info}
 
 
 def cores() -> int:
