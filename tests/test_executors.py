@@ -110,6 +110,12 @@ def test_in_process_by_default_records_torchs_own_thread_count(tmp_path: Path) -
     (["--executor", "ray"], "--executor 'ray': expected one of process, dask"),
     (["--workers", str(executors.cores() + 1), "--threads", "1"], "(workers x threads <= cores)"),
     (["--threads", str(executors.cores() + 1)], "(workers x threads <= cores)"),
+    # No --workers given: the default (a worker per core) is what is too many; the error names what was given.
+    (["--executor", "process", "--threads", "2"],
+     f"error: --executor process --threads 2: {executors.cores()} worker(s) x 2 torch thread(s)"),
+    (["--executor", "dask", "--threads", "2"],
+     f"error: --executor dask --threads 2: {executors.cores()} worker(s) x 2 torch thread(s)"),
+    (["--workers", str(executors.cores() + 1)], f"--workers {executors.cores() + 1}: "),
 ])
 def test_bad_executor_options_are_one_line_and_write_nothing(tmp_path: Path, options: list[str], expected: str
                                                             ) -> None:

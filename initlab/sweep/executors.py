@@ -99,7 +99,7 @@ def cores() -> int:
 def check_threads(workers: int, threads: int, where: str) -> None:
     """Refuse more torch threads than cores on one machine: workers x threads <= cores."""
     if workers * threads > cores():
-        fix = f"--threads {cores() // workers}" if cores() >= workers else f"at most {cores()} workers"
+        fix = f"--threads {cores() // workers}" if cores() >= workers else f"--workers {cores()} at most"
         raise InitlabError(f"{where}: {workers} worker(s) x {threads} torch thread(s) is more than the {cores()} "
                            f"cores here (workers x threads <= cores); give {fix}")
 
@@ -236,18 +236,21 @@ def choose(executor: str | None, workers: int | None, address: str | None, threa
         raise InitlabError(f"--address {address!r}: expected a scheduler address like tcp://127.0.0.1:8786")
     if address is not None and workers is not None:
         raise InitlabError("--workers and --address: a cluster's workers are set where it starts; drop --workers")
+    # The options as given, to name them in an error (a default worker count is one per core).
+    given = " ".join(f"{option} {value}" for option, value in (
+        ("--executor", executor), ("--workers", workers), ("--threads", threads)) if value is not None)
     if executor == "dask":
         import importlib.util
 
         if importlib.util.find_spec("distributed") is None:
             raise InitlabError(DASK_MISSING)
         if address is None:
-            check_threads(workers or cores(), threads or 1, "--executor dask")
+            check_threads(workers or cores(), threads or 1, given)
         return lambda: dask(address, workers, threads)
     if executor == "process" or workers is not None:
         count = workers if workers is not None else cores()
-        check_threads(count, threads or 1, "--workers")
+        check_threads(count, threads or 1, given)
         return lambda: process_pool(count, threads)
     if threads is not None:
-        check_threads(1, threads, "--threads")
+        check_threads(1, threads, given)
     return lambda: in_process(threads)
