@@ -381,14 +381,57 @@ def test_progress_line_and_display_are_whole_at_any_width() -> None:
     assert progress_line(0, 20, 0.0) == "0/20 cells"
     assert progress_line(10, 20, 5.0) == "10/20 cells, 2 cells/s, ETA 0:00:05"
     assert progress_line(1, 7201, 1.0) == "1/7201 cells, 1 cells/s, ETA 2:00:00"
-    line = progress_line(123, 2000, 10.0)
-    for width in (20, 40, 120):
+    assert progress_line(15, 20, 5.0, since=10) == "15/20 cells, 1 cells/s, ETA 0:00:05"  # 10 were on disk already
+    assert progress_line(10, 20, 5.0, since=10) == "10/20 cells"  # none run yet: no rate
+    assert progress_line(123, 2000, 10.0, width=30) == "123/2000, 12.3/s, ETA 0:02:33"
+    assert progress_line(123, 2000, 10.0, width=25) == "123/2000 ETA 0:02:33"
+    assert progress_line(123, 2000, 10.0, width=12) == "123/2000"
+    for width in (20, 30, 46, 60, 200):
         console = Console(width=width, force_terminal=True, record=True)
         display = progress_display(console, auto_refresh=False)
-        display.add_task(line, total=2000, completed=123)
-        console.print(display.make_tasks_table(display.tasks))
-        text = console.export_text()
-        assert "".join(line.split()) in "".join(text.split()) and "…" not in text, text
+        display.add_task("", total=2000, completed=123, elapsed=10.0)
+        for renderable in display.get_renderables():
+            console.print(renderable)
+        (text,) = console.export_text().splitlines()  # one line: never wrapped
+        assert len(text.rstrip()) < width and "123/2000" in text and "…" not in text, text
+        expected = progress_line(123, 2000, 10.0, width - 1)
+        assert text.startswith(expected) and ("━" in text) == (width - len(expected) - 2 >= 10), (width, text)
+
+
+def test_resumed_sweeps_progress_counts_the_cells_already_done(tmp_path: Path) -> None:
+    plan = small_plan()
+    folder = sweep.SweepFolder.create(tmp_path, plan, [], plots.std_plot_files)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(plan, folder, lambda done, total, cell: (_ for _ in ()).throw(KeyboardInterrupt)
+                        if done == 3 else None)
+    seen: list[tuple[int, int]] = []
+    resumed_folder, resumed_plan = sweep.resume(folder.path, [], {})
+    sweep.run_sweep(resumed_plan, resumed_folder, lambda done, total, cell: seen.append((done, total)))
+    assert seen == [(done, 8) for done in range(3, 9)]
+
+
+def test_the_interrupt_message_comes_after_the_bar_is_gone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import initlab.cli as cli
+
+    events: list[str] = []
+
+    @contextmanager
+    def bar(wanted: bool) -> Iterator[Callable[[int, int, object], None]]:
+        events.append("bar on")
+        try:
+            yield lambda done, total, cell: None
+        finally:
+            events.append("bar off")
+
+    def interrupted(*args: Any) -> None:
+        events.append("message")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_progress_bar", bar)
+    monkeypatch.setattr(sweep, "run_sweep", interrupted)
+    monkeypatch.setattr(cli.typer, "echo", lambda *a, **k: events.append("echo"))
+    code, _, _ = invoke(*SWEEP, "--out", str(tmp_path))
+    assert code == 130 and events == ["bar on", "message", "bar off", "echo", "echo"], events
 
 
 class PoisonPool(Executor):
@@ -542,3 +585,64 @@ def test_the_local_clusters_sockets_listen_on_127_0_0_1_at_random_ports_not_8787
     assert len(listening) >= 3  # the scheduler, its HTTP server, the nanny, the worker
     assert all(address.ip == "127.0.0.1" and address.port != 8787 for address in listening), listening
     assert not [str(w.message) for w in caught if "in use" in str(w.message)]  # no port was fought over
+
+
+def on_a_terminal(width: int, *args: str, interrupt: bool = False) -> str:
+    """What ``initlab`` writes to stderr when it is a terminal ``width`` columns wide (a pty); with
+    ``interrupt``, Ctrl-C (SIGINT) once a cell has finished."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, width, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "initlab.cli", *args], stdout=subprocess.DEVNULL,
+                               stderr=slave, env={**os.environ, "COLUMNS": str(width)})
+    os.close(slave)
+    out, deadline = b"", time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the process closed the terminal
+                    break
+                out += chunk
+                if interrupt and b"1/" in out:
+                    process.send_signal(signal.SIGINT)
+                    interrupt = False
+            elif process.poll() is not None:
+                break
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        os.close(master)
+    return out.decode()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pty")
+@pytest.mark.parametrize("width", [30, 200])
+def test_on_a_real_terminal_every_frame_of_the_bar_is_whole_and_one_line(tmp_path: Path, width: int) -> None:
+    import re
+
+    text = on_a_terminal(width, *LONG[:-1], "4", "--threads", "1", "--out", str(tmp_path))
+    frames = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", f) for f in re.split(r"\r\x1b\[2K", text)]
+    shown = [f.strip() for f in frames if "/8" in f]
+    assert any(f.startswith("8/8") for f in shown) and not any("0/0" in f for f in shown), shown
+    assert all(len(f.rstrip()) < width and "\n" not in f.strip() for f in frames), frames  # never wrapped nor cut
+    assert any("ETA" in f for f in shown), shown
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pty")
+def test_on_a_real_terminal_ctrl_c_prints_its_message_on_lines_of_its_own(tmp_path: Path) -> None:
+    import re
+
+    text = on_a_terminal(60, *LONG, "--threads", "1", "--out", str(tmp_path), interrupt=True)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    lines = [line.split("\r")[-1] for line in plain.replace("\r\n", "\n").split("\n")]
+    assert any(line.startswith("interrupted: ") for line in lines), lines
+    assert any(line.startswith("resume with: initlab compare --resume ") for line in lines), lines

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from initlab.model import ConstructionDraws
 
 
-#: ``progress(done, total, cell)`` after each cell run (``cell`` is None for the first call, done = 0).
+#: ``progress(done, total, cell)`` after each cell run, ``total`` the plan's cell runs and ``done`` those
+#: finished, on disk already included; ``cell`` is None for the first call, made before any cell runs.
 Progress = Callable[[int, int, CellRun | None], None]
 
 
@@ -106,15 +107,16 @@ def _sweep(plan: Plan, folder: SweepFolder | None, progress: Progress | None, en
     outcomes = folder.load(plan) if folder is not None else {}
     todo = [cell for cell in plan.runs if cell.cell not in outcomes]
     execution = engine.describe()
+    already, total = len(plan.runs) - len(todo), len(plan.runs)
     if progress is not None:
-        progress(0, len(todo), None)
+        progress(already, total, None)
     try:
-        for done, outcome in enumerate(_stream(engine, todo), 1):
+        for done, outcome in enumerate(_stream(engine, todo), already + 1):
             if folder is not None and outcome.error is None:
                 folder.save(outcome)
             outcomes[outcome.run.cell] = outcome
             if progress is not None:
-                progress(done, len(todo), outcome.run)
+                progress(done, total, outcome.run)
     except KeyboardInterrupt:
         engine.stop()  # cancel what is outstanding before the aggregates are written
         if folder is not None:
