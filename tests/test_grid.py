@@ -274,3 +274,31 @@ def test_a_grid_value_another_field_overrides_is_refused(tmp_path: Path) -> None
     assert result.exit_code == 2, result.output
     assert "--grid init.bias.std=3.0: has no effect here" in result.output
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- model.bias_std next to the options it replaces
+
+
+def test_a_bias_std_axis_next_to_no_bias_is_refused_in_one_line(tmp_path: Path) -> None:
+    code, out, err = invoke("compare", "--schemes", "xavier", *SMALL, "--no-bias", "--grid", "model.bias_std=0,0.1",
+                            "--out", str(tmp_path))
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert "--grid model.bias_std" in err and "--no-bias" in err and not any(tmp_path.iterdir())
+
+
+def test_a_bias_std_axis_over_a_configs_own_init_bias_is_refused_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "biased.yaml"
+    config.write_text("model: {depth: 8, width: 16, bias: true}\ninit: {scheme: xavier_uniform, "
+                      "bias: {scheme: normal, std: 0.05}}\ndata: {batch_size: 8}\n")
+    code, out, err = invoke("compare", "--config", str(config), "--schemes", "xavier", "--grid",
+                            "model.bias_std=0,0.1", "--out", str(tmp_path / "out"))
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert "--grid model.bias_std" in err and "init.bias" in err and not (tmp_path / "out").exists()
+
+
+def test_a_bias_std_axis_turns_on_the_bias_a_config_file_leaves_off() -> None:
+    # The documented precedence: a config's `bias: false` is the base network's, which the axis replaces.
+    plan = sweep.plan_from_options(CONFIGS / "tanh-xavier.yaml", schemes="xavier", depth=4, width=8,
+                                   grid=["model.bias_std=0,0.1"])
+    assert [(r.config.model.bias, r.config.init.bias.std) for r in plan.runs if r.config] == [  # type: ignore[union-attr]
+        (True, 0.0), (True, 0.1)]

@@ -115,12 +115,26 @@ def plan_from_options(
             parse_ints(depths, "--depths") if depths else [], parse_ints(widths, "--widths") if widths else [])
     grid_axes = tuple(parse_grid(text) for text in grid)
     check_axes(grid_axes)
+    check_bias_axis(base, bias, grid_axes)
     check_size([len(axis) or 1 for axis in axes], seeds, max_runs, grid_axes)
     check_seeds(base.seed, seeds, "--seed/--seeds")
     plan = plan_sweep(base, *axes, seeds=seeds, grid=grid_axes)
     if not remote:
         check_feasible(plan)
     return plan
+
+
+def check_bias_axis(base: Config, bias: bool | None, grid: Sequence[Axis]) -> None:
+    """Refuse a ``model.bias_std`` axis next to what it would silently replace: ``--no-bias``, or a config's
+    own ``init.bias``. (A config file's ``bias: false`` is the base network's default, which the axis turns on.)"""
+    if not any(axis.path == ("model", "bias_std") for axis in grid) or base.model.bias_std is not None:
+        return
+    if bias is False:
+        raise InitlabError("--grid model.bias_std: sets bias: true in every cell, next to --no-bias; give one")
+    if "bias" in base.init.model_fields_set:
+        raise InitlabError(f"--grid model.bias_std: sets init.bias to normal(0, σb), but the config sets init.bias "
+                           f"({base.init.bias.label()}); "
+                           "drop one (or sweep init.bias.std)")
 
 
 def check_size(lengths: Sequence[int], seeds: int, max_runs: int, grid: Sequence[Axis] = ()) -> None:
