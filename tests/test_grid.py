@@ -202,7 +202,9 @@ def test_two_numeric_axes_draw_a_heatmap_with_the_critical_line(tmp_path: Path) 
     folder = next(tmp_path.glob("*/*"))
     assert (folder / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (folder / "heatmap.svg").is_file() and not (folder / "std.png").exists()
-    gains, stds = grid_plot.critical_line(result, result.summary, *plan.grid)
+    line = grid_plot.critical_line(result, result.summary, *plan.grid)
+    assert line is not None and not line.asymptotic
+    gains, stds = line.x, line.y
     # on the line, sigma_w^2 = gain^2 is the critical one for sigma_b^2 = std^2, computed here by theory directly
     finite = np.isfinite(gains)
     assert finite.sum() > 5
@@ -302,3 +304,36 @@ def test_a_bias_std_axis_turns_on_the_bias_a_config_file_leaves_off() -> None:
                                    grid=["model.bias_std=0,0.1"])
     assert [(r.config.model.bias, r.config.init.bias.std) for r in plan.runs if r.config] == [  # type: ignore[union-attr]
         (True, 0.0), (True, 0.1)]
+
+
+# ---------------------------------------------------------------- the critical line on the heatmap's data
+
+
+def test_relu_heatmap_draws_the_asymptotic_chi1_boundary_at_sigma_w2_2() -> None:
+    # ReLU with bias has no edge of chaos with a fixed point; χ₁ = σw²/2 = 1 bounds order from explosion at
+    # every σb²: xavier's σw² = gain², so the line stands at gain √2 all the way up.
+    plan = grid_plan("init.gain=1:2:0.25", "model.bias_std=0,0.2,0.4", activations="relu")
+    result = sweep.run_sweep(plan)
+    line = grid_plot.critical_line(result, result.summary, *plan.grid)
+    assert line is not None and line.asymptotic
+    assert np.isfinite(line.x).all() and line.x == pytest.approx(np.full(len(line.x), 2**0.5), rel=1e-3)
+    assert line.y[0] == 0 and line.y[-1] == pytest.approx(0.4) and len(line.y) > 5
+    figure = grid_plot.heatmap_figure(result, *plan.grid)
+    drawn = [ln for ln in figure.axes[0].get_lines() if len(ln.get_xdata()) > 5]
+    assert drawn and np.allclose(drawn[0].get_xdata(), 2**0.5, rtol=1e-3)
+    labels = [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert any("asymptotic" in label for label in labels), labels
+
+
+def test_the_critical_line_is_drawn_when_sigma_w2_falls_along_its_axis() -> None:
+    # kaiming's σw² = 2 / (1 + a²) falls as init.a rises; tanh's edge of chaos runs from σw² = 1 (a = 1) up.
+    plan = grid_plan("init.a=0:1:0.25", "model.bias_std=0,0.3", schemes="kaiming")
+    result = sweep.run_sweep(plan)
+    line = grid_plot.critical_line(result, result.summary, *plan.grid)
+    assert line is not None and not line.asymptotic
+    finite = np.isfinite(line.x)
+    assert finite.sum() > 5
+    act = plan.runs[0].config.model.activation  # type: ignore[union-attr]
+    for a, std in zip(line.x[finite], line.y[finite], strict=True):
+        expected = theory.critical_sigma_w2(act, std**2)
+        assert expected is not None and 2 / (1 + a**2) == pytest.approx(expected, rel=2e-2)
