@@ -42,7 +42,8 @@ def test_a_range_counts_in_decimal_and_includes_stop() -> None:
 @pytest.mark.parametrize(("text", "values"), [
     ("data.batch_size=16,256", (16, 256)),  # integers stay integers
     ("data.batch_size=8:32:8", (8, 16, 24, 32)),
-    ("model.bias_std=0,0.1,0.3", (0, 0.1, 0.3)),
+    ("model.bias_std=0,0.1,0.3", (0.0, 0.1, 0.3)),  # a list with a decimal is all floats, as a range is
+    ("data.batch_size=16,256.5", (16.0, 256.5)),
     ("model.bias=true,false", (True, False)),
     ("init.gain=0:1:0.3", (0.0, 0.3, 0.6, 0.9)),  # stop not reached by a whole number of steps
     ("init.gain=1:1:0.5", (1.0,)),
@@ -192,7 +193,7 @@ def test_the_matrix_has_a_row_per_grid_value() -> None:
     assert code == 0, err
     matrix = out.split("std by layer")[0]
     rows = [line.split() for line in matrix.splitlines() if line.strip().startswith("xavier_uniform")]
-    assert [row[1] for row in rows] == ["0.5", "2"]
+    assert [row[1] for row in rows] == ["0.5", "2.0"]  # as summary.csv writes them
     assert "init.gain" in out.splitlines()[2]
 
 
@@ -337,3 +338,33 @@ def test_the_critical_line_is_drawn_when_sigma_w2_falls_along_its_axis() -> None
     for a, std in zip(line.x[finite], line.y[finite], strict=True):
         expected = theory.critical_sigma_w2(act, std**2)
         assert expected is not None and 2 / (1 + a**2) == pytest.approx(expected, rel=2e-2)
+
+
+# ---------------------------------------------------------------- range lengths and how values are shown
+
+
+def test_a_range_is_limited_by_the_users_max_runs_not_the_default(tmp_path: Path) -> None:
+    # 150,001 gains are more than the default limit but fewer than the one given: the sweep's own count decides
+    code, _, err = invoke("compare", "--schemes", "xavier", *SMALL, "--grid", "init.gain=0:1.5:0.00001",
+                            "--seeds", "2", "--max-runs", "200000", "--out", str(tmp_path))
+    assert code == 2 and "the sweep has 300,002 cell runs" in err and "--max-runs 200,000" in err, err
+    code, _, err = invoke("compare", "--schemes", "xavier", *SMALL, "--grid", "init.gain=0:1:0.25",
+                            "--max-runs", "3", "--out", str(tmp_path))
+    assert code == 2 and "--grid 'init.gain=0:1:0.25': 5 values, more than --max-runs 3" in err, err
+
+
+def test_a_huge_range_is_refused_in_a_short_whole_line(tmp_path: Path) -> None:
+    code, out, err = invoke("compare", "--schemes", "xavier", *SMALL, "--grid", "init.gain=0:1e300:1",
+                            "--out", str(tmp_path))
+    assert code == 2 and out == "" and not any(tmp_path.iterdir())
+    assert err == "error: --grid 'init.gain=0:1e300:1': about 1e+300 values, more than --max-runs 100,000\n", err
+
+
+def test_a_grid_value_reads_the_same_on_the_terminal_and_in_the_tables(tmp_path: Path) -> None:
+    code, out, err = invoke("compare", "--schemes", "xavier", *SMALL, "--grid", "model.bias_std=0,0.1",
+                            "--out", str(tmp_path))
+    assert code == 0, err
+    shown = [line.split()[1] for line in out.splitlines() if line.strip().startswith("xavier_uniform")][:2]
+    folder = next(tmp_path.glob("*/*"))
+    summary = pd.read_csv(folder / "summary.csv", dtype=str)
+    assert shown == list(summary["model.bias_std"]) == ["0.0", "0.1"], (shown, summary["model.bias_std"])

@@ -113,7 +113,7 @@ def plan_from_options(
         usable(base)  # no CUDA, a bad id or dtype: one error now, not one per cell
     axes = (parse_schemes(required_schemes(schemes)), parse_activations(activations) if activations else [],
             parse_ints(depths, "--depths") if depths else [], parse_ints(widths, "--widths") if widths else [])
-    grid_axes = tuple(parse_grid(text) for text in grid)
+    grid_axes = tuple(parse_grid(text, max_values=max_runs) for text in grid)
     check_axes(grid_axes)
     check_bias_axis(base, bias, grid_axes)
     check_size([len(axis) or 1 for axis in axes], seeds, max_runs, grid_axes)
