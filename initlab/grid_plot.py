@@ -11,7 +11,8 @@ biases' σb² along the other, e.g. ``init.gain`` × ``model.bias_std``), the ed
 ``ratio`` and ``last_std`` (log scale), one line per cell of the other axes, each point coloured
 by its verdict.
 
-Like :mod:`initlab.phase_plot`: matplotlib imported inside the functions, no pyplot.
+Like :mod:`initlab.phase_plot`: matplotlib imported inside the functions, no pyplot. :mod:`initlab.plots`
+depends on this module (it writes these figures' files), never the reverse.
 """
 
 from __future__ import annotations
@@ -36,18 +37,15 @@ _COLOURS = ["#1f77b4", "#2ca02c", "#9467bd", "#d62728"]
 _LINE_POINTS = 21
 
 
-def grid_plot_files(comparison: Comparison) -> dict[str, bytes]:
-    """``heatmap.png/svg`` with two numeric grid axes, ``axis.png/svg`` with one, else nothing."""
-    from initlab.plots import figure_files
-
+def grid_figures(comparison: Comparison) -> dict[str, Any]:
+    """``heatmap`` with two numeric grid axes, ``axis`` with one, else nothing: figures by file stem
+    (:func:`initlab.plots.std_plot_files` writes them; this module imports nothing of plots)."""
     numeric = [axis for axis in comparison.plan.grid if axis.numeric and len(axis.values) > 1]
     if len(numeric) == 2:
-        name, figure = "heatmap", heatmap_figure(comparison, numeric[0], numeric[1])
-    elif len(numeric) == 1:
-        name, figure = "axis", axis_figure(comparison, numeric[0])
-    else:
-        return {}
-    return {f"{name}.{fmt}": data for fmt, data in figure_files(figure).items()}
+        return {"heatmap": heatmap_figure(comparison, numeric[0], numeric[1])}
+    if len(numeric) == 1:
+        return {"axis": axis_figure(comparison, numeric[0])}
+    return {}
 
 
 def _groups(comparison: Comparison, used: Sequence[Axis]) -> list[tuple[str, pd.DataFrame]]:

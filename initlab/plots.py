@@ -345,11 +345,12 @@ def figure_files(figure: Any, formats: Sequence[str] = ("png", "svg")) -> dict[s
 def std_plot_files(comparison: Comparison) -> dict[str, bytes]:
     """The std figure and, where a backward pass ran, the gradient figure, by file name: ``std.png``,
     ``std.svg``, ``grad.png``, ``grad.svg``. A sweep with ``--grid`` axes draws its verdicts over them
-    instead (:func:`initlab.grid_plot.grid_plot_files`: ``heatmap.*`` or ``axis.*``)."""
+    instead (:func:`initlab.grid_plot.grid_figures`: ``heatmap.*`` or ``axis.*``)."""
     if comparison.plan.grid:
-        from initlab.grid_plot import grid_plot_files
+        from initlab.grid_plot import grid_figures
 
-        return grid_plot_files(comparison)
-    figures = {"std": std_figure(comparison), "grad": grad_figure(comparison)}
+        figures = grid_figures(comparison)
+    else:
+        figures = {"std": std_figure(comparison), "grad": grad_figure(comparison)}
     return {f"{name}.{fmt}": data for name, figure in figures.items() if figure is not None
             for fmt, data in figure_files(figure).items()}

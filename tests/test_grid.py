@@ -368,3 +368,28 @@ def test_a_grid_value_reads_the_same_on_the_terminal_and_in_the_tables(tmp_path:
     folder = next(tmp_path.glob("*/*"))
     summary = pd.read_csv(folder / "summary.csv", dtype=str)
     assert shown == list(summary["model.bias_std"]) == ["0.0", "0.1"], (shown, summary["model.bias_std"])
+
+
+def initlab_imports(module: str) -> set[str]:
+    """The initlab modules ``module`` imports anywhere (inside functions too), outside ``if TYPE_CHECKING``."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []  # annotations only: no import at run time
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("initlab"):
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("initlab")}
+    return found
+
+
+def test_plots_depends_on_grid_plot_never_the_reverse() -> None:
+    assert "initlab.grid_plot" in initlab_imports("initlab.plots")
+    assert "initlab.plots" not in initlab_imports("initlab.grid_plot")
