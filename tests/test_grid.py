@@ -202,7 +202,8 @@ def test_two_numeric_axes_draw_a_heatmap_with_the_critical_line(tmp_path: Path) 
     result = sweep.run_sweep(plan, sweep.SweepFolder.create(tmp_path, plan, [], plots.std_plot_files))
     folder = next(tmp_path.glob("*/*"))
     assert (folder / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (folder / "heatmap.svg").is_file() and not (folder / "std.png").exists()
+    assert (folder / "heatmap.svg").is_file()
+    assert all((folder / name).is_file() for name in ("std.png", "std.svg", "grad.png", "grad.svg"))
     line = grid_plot.critical_line(result, result.summary, *plan.grid)
     assert line is not None and not line.asymptotic
     gains, stds = line.x, line.y
@@ -393,3 +394,22 @@ def initlab_imports(module: str) -> set[str]:
 def test_plots_depends_on_grid_plot_never_the_reverse() -> None:
     assert "initlab.grid_plot" in initlab_imports("initlab.plots")
     assert "initlab.plots" not in initlab_imports("initlab.grid_plot")
+
+
+def test_grid_sweeps_draw_std_and_grad_with_a_line_per_scheme_and_grid_value() -> None:
+    plan = grid_plan("init.gain=0.8,1.6", "model.bias_std=0,0.3", seeds=2, schemes="xavier,xavier_normal")
+    result = sweep.run_sweep(plan)
+    files = plots.std_plot_files(result)
+    assert {"std.png", "std.svg", "grad.png", "grad.svg", "heatmap.png", "heatmap.svg"} <= set(files)
+    for figure, column in ((plots.std_figure(result), plots.FORWARD.median),
+                           (plots.grad_figure(result), plots.BACKWARD.median)):
+        panel = figure.axes[0]
+        lines = [line for line in panel.get_lines()  # the measured traces, layer 0..7 (not the predictions)
+                 if len(line.get_xdata()) == 8 and line.get_linewidth() != plots.PREDICTED_WIDTH]
+        assert len(lines) == 2 * 2 * 2, len(lines)  # scheme x gain x bias std, no trace mixing two cells
+        for line, (_, trace) in zip(lines, result.traces.groupby(
+                ["scheme", "init.gain", "model.bias_std"], sort=False), strict=True):
+            order = -1 if column == plots.BACKWARD.median else 1  # the backward line runs from the last layer down
+            assert np.allclose(line.get_ydata(), trace[column].to_numpy()[::order])
+        labels = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+        assert "xavier_uniform, init.gain=0.8, model.bias_std=0.0" in labels, labels
