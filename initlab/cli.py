@@ -358,12 +358,13 @@ def compare(
                 "--grid": grid or None,
                 "--out": out, "--no-save": None if save else True, "--device": device, "--devices": devices,
                 "--no-backward": True if no_backward else None,
-            })
+            }, remote=address is not None)
         else:
             plan = sweep.plan_from_options(
                 config, schemes=schemes, activations=activations, depth=depth, width=width, batch_size=batch_size,
                 bias=bias, activation=activation, seed=seed, seeds=seeds, depths=depths, widths=widths, grid=grid or (),
                 overrides=device_overrides(device, devices, no_backward), max_runs=max_runs,
+                remote=address is not None,  # a cluster's devices are its workers' to check
             )
         sweep.check_layers(chosen, plan.axes["depths"])
         from initlab.sweep import executors
@@ -372,16 +373,17 @@ def compare(
         # writes nothing, and its start-up does not count in the progress bar's rate.
         engine = executors.choose(executor, workers, address, threads)()
         try:
+            sweep.check_placeable(plan, engine)
             if resume is None and save:  # only now: bad input above writes nothing
                 folder = sweep.SweepFolder.create(out or Path("results"), plan, sys.argv, plots.std_plot_files)
         except BaseException:
             engine.stop()
             raise
-        with _progress_bar(not json_output and len(plan.runs) > 1) as progress:
-            try:
+        try:
+            with _progress_bar(not json_output and len(plan.runs) > 1) as progress:
                 comparison = sweep.run_sweep(plan, folder, progress, engine)
-            except KeyboardInterrupt as err:
-                _interrupted(folder, len(plan.runs), interrupted_code(err))
+        except KeyboardInterrupt as err:  # the bar is gone now: the message has the line to itself
+            _interrupted(folder, len(plan.runs), interrupted_code(err))
         from rich.console import Console
 
         from initlab import report
@@ -556,7 +558,8 @@ def _theory_phase(act: Any, sw2_max: float, sb2_max: float, out: Path, json_outp
 def _progress_bar(wanted: bool) -> Iterator[Callable[[int, int, object], None] | None]:
     """A progress bar on stderr when it is a terminal and ``wanted``; yields the sweep's callback.
 
-    The figures come first and fold rather than being cut; the bar takes what width is left."""
+    The first call gives the cells already on disk (a resumed sweep): they count in done / total, not
+    in the rate. The bar is stopped (and erased) when the block ends, however it ends."""
     if not (wanted and sys.stderr.isatty()):
         yield None
         return
@@ -564,37 +567,55 @@ def _progress_bar(wanted: bool) -> Iterator[Callable[[int, int, object], None] |
 
     from rich.console import Console
 
-    console = Console(stderr=True)
-    with progress_display(console, transient=True) as bar:
-        task = bar.add_task(progress_line(0, 0, 0.0), total=None)
-        started = time.perf_counter()
+    with progress_display(Console(stderr=True), transient=True) as bar:
+        start: list[float] = []  # when the sweep's first callback came, and the cells done by then
 
         def update(done: int, total: int, cell: object) -> None:
-            line = progress_line(done, total, time.perf_counter() - started)
-            bar.update(task, completed=done, total=total, description=line)
+            if not start:
+                start.extend((time.perf_counter(), done))
+                bar.add_task("", total=total, completed=done, since=done)
+            bar.update(bar.task_ids[0], completed=done, total=total, elapsed=time.perf_counter() - start[0])
 
         yield update
 
 
 def progress_display(console: Console, **options: Any) -> Progress:
-    """The sweep's progress display: :func:`progress_line` (folded, never cut: about 46 columns kept for
-    it) and a bar in the rest of the width."""
-    from rich.progress import BarColumn, Progress, TextColumn
-    from rich.table import Column
+    """The sweep's progress display: one line, never wider than the console nor cut or wrapped: the
+    figures of :func:`progress_line` that fit, then a bar in what width is left (if 10 columns or more)."""
+    from rich.progress import Progress
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
 
-    figures = Column(overflow="fold", min_width=min(46, console.width))
-    return Progress(TextColumn("{task.description}", markup=False, table_column=figures), BarColumn(bar_width=None),
-                    console=console, expand=True, **options)
+    class OneLine(Progress):
+        def get_renderables(self) -> Iterator[RenderableType]:
+            width = console.width - 1  # a terminal's last column wraps the cursor on some terminals
+            for task in self.tasks:
+                text = Text(progress_line(int(task.completed), int(task.total or 0),
+                                          task.fields.get("elapsed", 0.0), width, since=task.fields.get("since", 0)))
+                if width - len(text) - 1 < 10:
+                    yield text
+                    continue
+                row = Table.grid(padding=(0, 1))
+                row.add_row(text, ProgressBar(total=task.total, completed=task.completed,
+                                              width=width - len(text) - 1))
+                yield row
+
+    return OneLine(console=console, **options)
 
 
-def progress_line(done: int, total: int, elapsed: float) -> str:
-    """``12/200 cells, 3.4 cells/s, ETA 0:00:55``: the rate and ETA once a cell has finished."""
-    line = f"{done}/{total} cells"
-    if done == 0 or elapsed <= 0:
-        return line
-    rate = done / elapsed
-    left = round((total - done) / rate)
-    return f"{line}, {rate:.3g} cells/s, ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+def progress_line(done: int, total: int, elapsed: float, width: int = 80, since: int = 0) -> str:
+    """``12/200 cells, 3.4 cells/s, ETA 0:00:55``, or the shorter forms that fit in ``width``
+    (``12/200, 3.4/s, ETA 0:00:55``; ``12/200 ETA 0:00:55``; ``12/200``). The rate and ETA count the
+    cells done since the first call (``since``: those on disk before) once one has finished."""
+    forms = [f"{done}/{total} cells", f"{done}/{total}"]
+    if done > since and elapsed > 0:
+        rate = (done - since) / elapsed
+        left = round((total - done) / rate)
+        eta = f"ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+        forms = [f"{done}/{total} cells, {rate:.3g} cells/s, {eta}", f"{done}/{total}, {rate:.3g}/s, {eta}",
+                 f"{done}/{total} {eta}", *forms]
+    return next((form for form in forms if len(form) <= width), forms[-1])
 
 
 def _interrupted(folder: SweepFolder | None, total: int, code: int) -> NoReturn:

@@ -11,14 +11,15 @@ biases' σb² along the other, e.g. ``init.gain`` × ``model.bias_std``), the ed
 ``ratio`` and ``last_std`` (log scale), one line per cell of the other axes, each point coloured
 by its verdict.
 
-Like :mod:`initlab.phase_plot`: matplotlib imported inside the functions, no pyplot.
+Like :mod:`initlab.phase_plot`: matplotlib imported inside the functions, no pyplot. :mod:`initlab.plots`
+depends on this module (it writes these figures' files), never the reverse.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -36,18 +37,15 @@ _COLOURS = ["#1f77b4", "#2ca02c", "#9467bd", "#d62728"]
 _LINE_POINTS = 21
 
 
-def grid_plot_files(comparison: Comparison) -> dict[str, bytes]:
-    """``heatmap.png/svg`` with two numeric grid axes, ``axis.png/svg`` with one, else nothing."""
-    from initlab.plots import figure_files
-
+def grid_figures(comparison: Comparison) -> dict[str, Any]:
+    """``heatmap`` with two numeric grid axes, ``axis`` with one, else nothing: figures by file stem
+    (:func:`initlab.plots.std_plot_files` writes them; this module imports nothing of plots)."""
     numeric = [axis for axis in comparison.plan.grid if axis.numeric and len(axis.values) > 1]
     if len(numeric) == 2:
-        name, figure = "heatmap", heatmap_figure(comparison, numeric[0], numeric[1])
-    elif len(numeric) == 1:
-        name, figure = "axis", axis_figure(comparison, numeric[0])
-    else:
-        return {}
-    return {f"{name}.{fmt}": data for fmt, data in figure_files(figure).items()}
+        return {"heatmap": heatmap_figure(comparison, numeric[0], numeric[1])}
+    if len(numeric) == 1:
+        return {"axis": axis_figure(comparison, numeric[0])}
+    return {}
 
 
 def _groups(comparison: Comparison, used: Sequence[Axis]) -> list[tuple[str, pd.DataFrame]]:
@@ -78,7 +76,7 @@ def heatmap_figure(comparison: Comparison, x: Axis, y: Axis) -> Any:
     figure = Figure(figsize=(4.2 * len(signals), 3.4 * len(groups) + 1.0), layout="constrained")
     panels = figure.subplots(len(groups), len(signals), squeeze=False)
     xs, ys = sorted(x.values), sorted(y.values)
-    line_drawn = False
+    asymptotic: set[bool] = set()  # the kinds of line drawn
     for r, (title, rows) in enumerate(groups):
         line = critical_line(comparison, rows, x, y)
         for c, (prefix, label) in enumerate(signals):
@@ -89,14 +87,15 @@ def heatmap_figure(comparison: Comparison, x: Axis, y: Axis) -> Any:
             ax.pcolormesh(xs, ys, codes, cmap=ListedColormap(_COLOURS), vmin=-0.5, vmax=len(REGIMES) - 0.5,
                           shading="nearest")
             if line is not None:
-                ax.plot(line[0], line[1], color="black", linewidth=2.0)
-                line_drawn = True
+                ax.plot(line.x, line.y, color="black", linewidth=2.0)
+                asymptotic.add(line.asymptotic)
             ax.set(xlabel=x.name, ylabel=y.name, title=f"{title}: {label}")
             ax.title.set_fontsize(9)
     handles = [Patch(color=colour, label=regime) for regime, colour in zip(REGIMES, _COLOURS, strict=True)]
-    if line_drawn:
-        handles += [panels[0][0].plot([], [], color="black", linewidth=2.0,
-                                      label="edge of chaos (mean field, χ₁ = 1)")[0]]
+    if asymptotic:
+        label = "edge of chaos (mean field, χ₁ = 1)" if asymptotic == {False} else \
+            "χ₁ = 1 (mean field; asymptotic where q has no fixed point: order | explosion)"
+        handles += [panels[0][0].plot([], [], color="black", linewidth=2.0, label=label)[0]]
     figure.suptitle(f"{comparison.plan.name}: median-trace verdict over {x.name} × {y.name}", fontsize=10)
     figure.legend(handles=handles, loc="outside lower center", fontsize=8, ncols=min(len(handles), 5))
     return figure
@@ -127,10 +126,19 @@ def axis_figure(comparison: Comparison, x: Axis) -> Any:
     return figure
 
 
-def critical_line(comparison: Comparison, rows: pd.DataFrame, x: Axis, y: Axis) -> tuple[Any, Any] | None:
-    """The edge of chaos in the ``x`` × ``y`` plane of one panel's cells, as (x values, y values); None
-    where the theory gives none (σw² or σb² undefined, or not one changing along each axis)."""
-    from initlab import theory
+class CriticalLine(NamedTuple):
+    """χ₁ = 1 in a heatmap's plane: the axes' values along it (NaN where it leaves the grid)."""
+
+    x: Any
+    y: Any
+    asymptotic: bool  # somewhere the boundary χ₁ → 1 where q has no fixed point (ReLU with bias), not an edge of chaos
+
+
+def critical_line(comparison: Comparison, rows: pd.DataFrame, x: Axis, y: Axis) -> CriticalLine | None:
+    """χ₁ = 1 in the ``x`` × ``y`` plane of one panel's cells: the edge of chaos where q has a fixed point,
+    else the asymptotic boundary (:func:`initlab.theory.critical_sigma_w2`: ReLU's σw² = 2 at any σb²).
+    None where the theory gives none (σw² or σb² undefined, not one changing along each axis, σw² not
+    monotonic along its axis), or where the line has fewer than two points in the grid."""
 
     configs = _panel_configs(comparison, rows, [x, y])
     if configs is None:
@@ -144,19 +152,35 @@ def critical_line(comparison: Comparison, rows: pd.DataFrame, x: Axis, y: Axis) 
     if weight_axis is None:
         return None
     config = configs[0][0]
-    act = config.model.activation
     bias_values = np.linspace(min((x, y)[1 - weight_axis].values), max((x, y)[1 - weight_axis].values), _LINE_POINTS)
     bias_sb2 = _along(config, (x, y)[1 - weight_axis], bias_values, "sb2")
     weight_values = np.linspace(min((x, y)[weight_axis].values), max((x, y)[weight_axis].values), _LINE_POINTS * 4)
     weight_sw2 = _along(config, (x, y)[weight_axis], weight_values, "sw2")
-    if bias_sb2 is None or weight_sw2 is None or np.any(np.diff(weight_sw2) <= 0):
+    if bias_sb2 is None or weight_sw2 is None:
         return None
-    critical = np.array([theory.critical_sigma_w2(act, float(b), fine=False) or np.nan for b in bias_sb2])
+    if np.all(np.diff(weight_sw2) < 0):  # σw² falls as the axis rises (kaiming's init.a): interpolate it rising
+        weight_sw2, weight_values = weight_sw2[::-1], weight_values[::-1]
+    if np.any(np.diff(weight_sw2) <= 0):
+        return None
+    critical, no_edge = _boundary(config.model.activation, bias_sb2)
     inside = (critical >= weight_sw2[0]) & (critical <= weight_sw2[-1])
-    if not inside.any():
+    if inside.sum() < 2:  # one point draws nothing
         return None
     on_weight = np.where(inside, np.interp(critical, weight_sw2, weight_values), np.nan)
-    return (on_weight, bias_values) if weight_axis == 0 else (bias_values, on_weight)
+    asymptotic = bool((inside & no_edge).any())  # a point drawn that is no edge of chaos
+    xs, ys = (on_weight, bias_values) if weight_axis == 0 else (bias_values, on_weight)
+    return CriticalLine(xs, ys, asymptotic)
+
+
+def _boundary(act: Any, sb2: Any) -> tuple[Any, Any]:
+    """σw² with χ₁ = 1 at each σb² (NaN where none): the edge of chaos, else the asymptotic boundary; and
+    where it is the latter (no fixed point)."""
+    from initlab import theory
+
+    edge = [theory.critical_sigma_w2(act, float(b), fine=False) for b in sb2]
+    boundary = [theory.critical_sigma_w2(act, float(b), fine=False, asymptotic=True) if e is None else e
+                for e, b in zip(edge, sb2, strict=True)]
+    return np.array([np.nan if c is None else c for c in boundary]), np.array([e is None for e in edge])
 
 
 def _panel_configs(comparison: Comparison, rows: pd.DataFrame, axes: Sequence[Axis]) -> list[list[Config]] | None:

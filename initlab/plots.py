@@ -99,14 +99,34 @@ BACKWARD = SignalPlot(BACKWARD_COLUMNS, "gradient rms by layer (backward pass, f
 
 def std_figure(comparison: Comparison) -> Any:
     """The std-vs-layer figure of ``comparison`` (a ``matplotlib.figure.Figure``)."""
-    return trace_figure(comparison.plan.name, comparison.traces, comparison.summary, comparison.plan.axes)
+    return trace_figure(comparison.plan.name, *_lines(comparison))
 
 
 def grad_figure(comparison: Comparison) -> Any | None:
     """The gradient-rms-vs-layer figure of ``comparison``; None where no cell ran a backward pass."""
     if not has_backward(comparison.traces):
         return None
-    return trace_figure(comparison.plan.name, comparison.traces, comparison.summary, comparison.plan.axes, BACKWARD)
+    return trace_figure(comparison.plan.name, *_lines(comparison), BACKWARD)
+
+
+def _lines(comparison: Comparison) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[Any]]]:
+    """Traces, summary and axes with one line per scheme, or, with ``--grid`` axes, per scheme and grid
+    values (``xavier_uniform, init.gain=0.8``): the ``scheme`` column then holds that label, in plan order."""
+    traces, summary, axes = comparison.traces, comparison.summary, comparison.plan.axes
+    if not comparison.plan.grid:
+        return traces, summary, axes
+    from initlab.sweep.grid import shown_value
+
+    names = [axis.name for axis in comparison.plan.grid]
+
+    def labelled(frame: pd.DataFrame) -> pd.DataFrame:
+        labels = [", ".join([scheme, *(f"{n}={shown_value(v)}" for n, v in zip(names, values, strict=True))])
+                  for scheme, *values in zip(frame["scheme"], *(frame[n] for n in names), strict=True)]
+        out: pd.DataFrame = frame.assign(scheme=labels)
+        return out
+
+    summary = labelled(summary)
+    return labelled(traces), summary, {**axes, "schemes": list(dict.fromkeys(summary["scheme"]))}
 
 
 def has_backward(traces: pd.DataFrame) -> bool:
@@ -344,12 +364,12 @@ def figure_files(figure: Any, formats: Sequence[str] = ("png", "svg")) -> dict[s
 
 def std_plot_files(comparison: Comparison) -> dict[str, bytes]:
     """The std figure and, where a backward pass ran, the gradient figure, by file name: ``std.png``,
-    ``std.svg``, ``grad.png``, ``grad.svg``. A sweep with ``--grid`` axes draws its verdicts over them
-    instead (:func:`initlab.grid_plot.grid_plot_files`: ``heatmap.*`` or ``axis.*``)."""
-    if comparison.plan.grid:
-        from initlab.grid_plot import grid_plot_files
-
-        return grid_plot_files(comparison)
+    ``std.svg``, ``grad.png``, ``grad.svg``. A sweep with ``--grid`` axes also draws its verdicts over
+    them (:func:`initlab.grid_plot.grid_figures`: ``heatmap.*`` or ``axis.*``)."""
     figures = {"std": std_figure(comparison), "grad": grad_figure(comparison)}
+    if comparison.plan.grid:
+        from initlab.grid_plot import grid_figures
+
+        figures |= grid_figures(comparison)
     return {f"{name}.{fmt}": data for name, figure in figures.items() if figure is not None
             for fmt, data in figure_files(figure).items()}

@@ -42,7 +42,8 @@ def test_a_range_counts_in_decimal_and_includes_stop() -> None:
 @pytest.mark.parametrize(("text", "values"), [
     ("data.batch_size=16,256", (16, 256)),  # integers stay integers
     ("data.batch_size=8:32:8", (8, 16, 24, 32)),
-    ("model.bias_std=0,0.1,0.3", (0, 0.1, 0.3)),
+    ("model.bias_std=0,0.1,0.3", (0.0, 0.1, 0.3)),  # a list with a decimal is all floats, as a range is
+    ("data.batch_size=16,256.5", (16.0, 256.5)),
     ("model.bias=true,false", (True, False)),
     ("init.gain=0:1:0.3", (0.0, 0.3, 0.6, 0.9)),  # stop not reached by a whole number of steps
     ("init.gain=1:1:0.5", (1.0,)),
@@ -192,7 +193,7 @@ def test_the_matrix_has_a_row_per_grid_value() -> None:
     assert code == 0, err
     matrix = out.split("std by layer")[0]
     rows = [line.split() for line in matrix.splitlines() if line.strip().startswith("xavier_uniform")]
-    assert [row[1] for row in rows] == ["0.5", "2"]
+    assert [row[1] for row in rows] == ["0.5", "2.0"]  # as summary.csv writes them
     assert "init.gain" in out.splitlines()[2]
 
 
@@ -201,8 +202,11 @@ def test_two_numeric_axes_draw_a_heatmap_with_the_critical_line(tmp_path: Path) 
     result = sweep.run_sweep(plan, sweep.SweepFolder.create(tmp_path, plan, [], plots.std_plot_files))
     folder = next(tmp_path.glob("*/*"))
     assert (folder / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (folder / "heatmap.svg").is_file() and not (folder / "std.png").exists()
-    gains, stds = grid_plot.critical_line(result, result.summary, *plan.grid)
+    assert (folder / "heatmap.svg").is_file()
+    assert all((folder / name).is_file() for name in ("std.png", "std.svg", "grad.png", "grad.svg"))
+    line = grid_plot.critical_line(result, result.summary, *plan.grid)
+    assert line is not None and not line.asymptotic
+    gains, stds = line.x, line.y
     # on the line, sigma_w^2 = gain^2 is the critical one for sigma_b^2 = std^2, computed here by theory directly
     finite = np.isfinite(gains)
     assert finite.sum() > 5
@@ -274,3 +278,138 @@ def test_a_grid_value_another_field_overrides_is_refused(tmp_path: Path) -> None
     assert result.exit_code == 2, result.output
     assert "--grid init.bias.std=3.0: has no effect here" in result.output
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- model.bias_std next to the options it replaces
+
+
+def test_a_bias_std_axis_next_to_no_bias_is_refused_in_one_line(tmp_path: Path) -> None:
+    code, out, err = invoke("compare", "--schemes", "xavier", *SMALL, "--no-bias", "--grid", "model.bias_std=0,0.1",
+                            "--out", str(tmp_path))
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert "--grid model.bias_std" in err and "--no-bias" in err and not any(tmp_path.iterdir())
+
+
+def test_a_bias_std_axis_over_a_configs_own_init_bias_is_refused_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "biased.yaml"
+    config.write_text("model: {depth: 8, width: 16, bias: true}\ninit: {scheme: xavier_uniform, "
+                      "bias: {scheme: normal, std: 0.05}}\ndata: {batch_size: 8}\n")
+    code, out, err = invoke("compare", "--config", str(config), "--schemes", "xavier", "--grid",
+                            "model.bias_std=0,0.1", "--out", str(tmp_path / "out"))
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert "--grid model.bias_std" in err and "init.bias" in err and not (tmp_path / "out").exists()
+
+
+def test_a_bias_std_axis_turns_on_the_bias_a_config_file_leaves_off() -> None:
+    # The documented precedence: a config's `bias: false` is the base network's, which the axis replaces.
+    plan = sweep.plan_from_options(CONFIGS / "tanh-xavier.yaml", schemes="xavier", depth=4, width=8,
+                                   grid=["model.bias_std=0,0.1"])
+    assert [(r.config.model.bias, r.config.init.bias.std) for r in plan.runs if r.config] == [  # type: ignore[union-attr]
+        (True, 0.0), (True, 0.1)]
+
+
+# ---------------------------------------------------------------- the critical line on the heatmap's data
+
+
+def test_relu_heatmap_draws_the_asymptotic_chi1_boundary_at_sigma_w2_2() -> None:
+    # ReLU with bias has no edge of chaos with a fixed point; χ₁ = σw²/2 = 1 bounds order from explosion at
+    # every σb²: xavier's σw² = gain², so the line stands at gain √2 all the way up.
+    plan = grid_plan("init.gain=1:2:0.25", "model.bias_std=0,0.2,0.4", activations="relu")
+    result = sweep.run_sweep(plan)
+    line = grid_plot.critical_line(result, result.summary, *plan.grid)
+    assert line is not None and line.asymptotic
+    assert np.isfinite(line.x).all() and line.x == pytest.approx(np.full(len(line.x), 2**0.5), rel=1e-3)
+    assert line.y[0] == 0 and line.y[-1] == pytest.approx(0.4) and len(line.y) > 5
+    figure = grid_plot.heatmap_figure(result, *plan.grid)
+    drawn = [ln for ln in figure.axes[0].get_lines() if len(ln.get_xdata()) > 5]
+    assert drawn and np.allclose(drawn[0].get_xdata(), 2**0.5, rtol=1e-3)
+    labels = [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert any("asymptotic" in label for label in labels), labels
+
+
+def test_the_critical_line_is_drawn_when_sigma_w2_falls_along_its_axis() -> None:
+    # kaiming's σw² = 2 / (1 + a²) falls as init.a rises; tanh's edge of chaos runs from σw² = 1 (a = 1) up.
+    plan = grid_plan("init.a=0:1:0.25", "model.bias_std=0,0.3", schemes="kaiming")
+    result = sweep.run_sweep(plan)
+    line = grid_plot.critical_line(result, result.summary, *plan.grid)
+    assert line is not None and not line.asymptotic
+    finite = np.isfinite(line.x)
+    assert finite.sum() > 5
+    act = plan.runs[0].config.model.activation  # type: ignore[union-attr]
+    for a, std in zip(line.x[finite], line.y[finite], strict=True):
+        expected = theory.critical_sigma_w2(act, std**2)
+        assert expected is not None and 2 / (1 + a**2) == pytest.approx(expected, rel=2e-2)
+
+
+# ---------------------------------------------------------------- range lengths and how values are shown
+
+
+def test_a_range_is_limited_by_the_users_max_runs_not_the_default(tmp_path: Path) -> None:
+    # 150,001 gains are more than the default limit but fewer than the one given: the sweep's own count decides
+    code, _, err = invoke("compare", "--schemes", "xavier", *SMALL, "--grid", "init.gain=0:1.5:0.00001",
+                            "--seeds", "2", "--max-runs", "200000", "--out", str(tmp_path))
+    assert code == 2 and "the sweep has 300,002 cell runs" in err and "--max-runs 200,000" in err, err
+    code, _, err = invoke("compare", "--schemes", "xavier", *SMALL, "--grid", "init.gain=0:1:0.25",
+                            "--max-runs", "3", "--out", str(tmp_path))
+    assert code == 2 and "--grid 'init.gain=0:1:0.25': 5 values, more than --max-runs 3" in err, err
+
+
+def test_a_huge_range_is_refused_in_a_short_whole_line(tmp_path: Path) -> None:
+    code, out, err = invoke("compare", "--schemes", "xavier", *SMALL, "--grid", "init.gain=0:1e300:1",
+                            "--out", str(tmp_path))
+    assert code == 2 and out == "" and not any(tmp_path.iterdir())
+    assert err == "error: --grid 'init.gain=0:1e300:1': about 1e+300 values, more than --max-runs 100,000\n", err
+
+
+def test_a_grid_value_reads_the_same_on_the_terminal_and_in_the_tables(tmp_path: Path) -> None:
+    code, out, err = invoke("compare", "--schemes", "xavier", *SMALL, "--grid", "model.bias_std=0,0.1",
+                            "--out", str(tmp_path))
+    assert code == 0, err
+    shown = [line.split()[1] for line in out.splitlines() if line.strip().startswith("xavier_uniform")][:2]
+    folder = next(tmp_path.glob("*/*"))
+    summary = pd.read_csv(folder / "summary.csv", dtype=str)
+    assert shown == list(summary["model.bias_std"]) == ["0.0", "0.1"], (shown, summary["model.bias_std"])
+
+
+def initlab_imports(module: str) -> set[str]:
+    """The initlab modules ``module`` imports anywhere (inside functions too), outside ``if TYPE_CHECKING``."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []  # annotations only: no import at run time
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("initlab"):
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("initlab")}
+    return found
+
+
+def test_plots_depends_on_grid_plot_never_the_reverse() -> None:
+    assert "initlab.grid_plot" in initlab_imports("initlab.plots")
+    assert "initlab.plots" not in initlab_imports("initlab.grid_plot")
+
+
+def test_grid_sweeps_draw_std_and_grad_with_a_line_per_scheme_and_grid_value() -> None:
+    plan = grid_plan("init.gain=0.8,1.6", "model.bias_std=0,0.3", seeds=2, schemes="xavier,xavier_normal")
+    result = sweep.run_sweep(plan)
+    files = plots.std_plot_files(result)
+    assert {"std.png", "std.svg", "grad.png", "grad.svg", "heatmap.png", "heatmap.svg"} <= set(files)
+    for figure, column in ((plots.std_figure(result), plots.FORWARD.median),
+                           (plots.grad_figure(result), plots.BACKWARD.median)):
+        panel = figure.axes[0]
+        lines = [line for line in panel.get_lines()  # the measured traces, layer 0..7 (not the predictions)
+                 if len(line.get_xdata()) == 8 and line.get_linewidth() != plots.PREDICTED_WIDTH]
+        assert len(lines) == 2 * 2 * 2, len(lines)  # scheme x gain x bias std, no trace mixing two cells
+        for line, (_, trace) in zip(lines, result.traces.groupby(
+                ["scheme", "init.gain", "model.bias_std"], sort=False), strict=True):
+            order = -1 if column == plots.BACKWARD.median else 1  # the backward line runs from the last layer down
+            assert np.allclose(line.get_ydata(), trace[column].to_numpy()[::order])
+        labels = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+        assert "xavier_uniform, init.gain=0.8, model.bias_std=0.0" in labels, labels

@@ -9,7 +9,7 @@ output (:mod:`initlab.plots`, :mod:`initlab.report`) depend on this package, nev
 """
 
 from initlab.sweep.aggregate import Comparison, aggregate, cell_trace, median_traces, median_verdict
-from initlab.sweep.execute import Progress, run_cell, run_sweep
+from initlab.sweep.execute import Progress, check_placeable, run_cell, run_sweep
 from initlab.sweep.outcome import Outcome
 from initlab.sweep.plan import (
     CELL_KEYS,
@@ -41,6 +41,7 @@ __all__ = [
     "base_config",
     "cell_trace",
     "check_layers",
+    "check_placeable",
     "check_size",
     "config_hash",
     "median_traces",

@@ -2,7 +2,9 @@
 files are written only through a :class:`~initlab.sweep.store.SweepFolder`, one finished cell at a
 time, so an interrupted sweep keeps what it finished and :func:`run_sweep` on the same folder runs
 only what is missing. Where the cells run is an :class:`~initlab.sweep.executors.Engine`: this process
-by default, or workers that send back only each finished cell's result (:func:`compute`)."""
+by default, or workers that send back only each finished cell's result (:func:`compute`). Which errors mean a
+dead worker rather than a failed cell is the engine's to say (:attr:`Engine.lost`): nothing here knows an
+engine's exception types."""
 
 from __future__ import annotations
 
@@ -10,14 +12,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from initlab.errors import InitlabError
 from initlab.results import csv_text
 from initlab.sweep.aggregate import Comparison, aggregate
-from initlab.sweep.executors import Engine, in_process
+from initlab.sweep.executors import Engine, Loss, in_process
 from initlab.sweep.outcome import Outcome
 from initlab.sweep.plan import CellRun, Plan
 from initlab.sweep.store import SweepFolder
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from initlab.model import ConstructionDraws
 
 
-#: ``progress(done, total, cell)`` after each cell run (``cell`` is None for the first call, done = 0).
+#: ``progress(done, total, cell)`` after each cell run, ``total`` the plan's cell runs and ``done`` those
+#: finished, on disk already included; ``cell`` is None for the first call, made before any cell runs.
 Progress = Callable[[int, int, CellRun | None], None]
 
 
@@ -69,6 +71,19 @@ def compute(cell: CellRun, threads: int | None) -> Result:
     return outcome.layers_csv, outcome.summary, outcome.error
 
 
+def check_placeable(plan: Plan, engine: Engine) -> None:
+    """Refuse cells that need a GPU on a cluster with workers, none of which declares the ``GPU`` resource:
+    they would wait for one for ever. (A cluster with no workers yet may grow GPU workers: not refused.)"""
+    if not engine.gpu_workers and engine.gpu_workers is not None and engine.workers > 0 and any(
+            _needs_gpu(cell) for cell in plan.runs):
+        raise InitlabError(f"--device cuda: no worker of the cluster at {engine.info.get('address')} declares the "
+                           "GPU resource (start GPU workers with: dask worker ADDRESS --resources GPU=1)")
+
+
+def _needs_gpu(cell: CellRun) -> bool:
+    return cell.config is not None and cell.config.device.startswith("cuda")
+
+
 def run_sweep(plan: Plan, folder: SweepFolder | None = None, progress: Progress | None = None,
               engine: Engine | None = None) -> Comparison:
     """Run every cell of ``plan`` not yet in ``folder`` on ``engine`` (default: in this process) and
@@ -92,15 +107,16 @@ def _sweep(plan: Plan, folder: SweepFolder | None, progress: Progress | None, en
     outcomes = folder.load(plan) if folder is not None else {}
     todo = [cell for cell in plan.runs if cell.cell not in outcomes]
     execution = engine.describe()
+    already, total = len(plan.runs) - len(todo), len(plan.runs)
     if progress is not None:
-        progress(0, len(todo), None)
+        progress(already, total, None)
     try:
-        for done, outcome in enumerate(_stream(engine, todo), 1):
+        for done, outcome in enumerate(_stream(engine, todo), already + 1):
             if folder is not None and outcome.error is None:
                 folder.save(outcome)
             outcomes[outcome.run.cell] = outcome
             if progress is not None:
-                progress(done, len(todo), outcome.run)
+                progress(done, total, outcome.run)
     except KeyboardInterrupt:
         engine.stop()  # cancel what is outstanding before the aggregates are written
         if folder is not None:
@@ -125,15 +141,13 @@ def _stream(engine: Engine, todo: list[CellRun]) -> Iterator[Outcome]:
     while queue or pending:
         while queue and len(pending) < (1 if suspects else engine.slots):
             cell = queue.popleft()
-            needs_gpu = cell.config is not None and cell.config.device.startswith("cuda")
-            pending[engine.pick(needs_gpu).submit(compute, cell, engine.threads)] = cell
+            pending[engine.pick(_needs_gpu(cell)).submit(compute, cell, engine.threads)] = cell
         finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-        if any(isinstance(f.exception(), BrokenProcessPool) for f in finished):
+        if engine.rebuild is not None and any(_loss(engine, f) for f in finished):
             finished = set(pending)  # a dead worker breaks the whole pool: every call in flight ends
             wait(finished)
-            assert engine.rebuild is not None
             engine.rebuild()
-            broken = [f for f in finished if isinstance(f.exception(), BrokenProcessPool)]
+            broken = [f for f in finished if _loss(engine, f)]
             if len(broken) > 1:
                 cells = sorted((pending.pop(f) for f in broken), key=lambda c: order[c.cell])
                 suspects.update(c.cell for c in cells)
@@ -141,7 +155,7 @@ def _stream(engine: Engine, todo: list[CellRun]) -> Iterator[Outcome]:
                 finished -= set(broken)
         for future in sorted(finished, key=lambda f: order[pending[f].cell]):  # plan order among the finished
             cell = pending.pop(future)
-            outcome = _outcome(cell, future, attempts, engine.retries)
+            outcome = _outcome(cell, future, attempts, engine)
             if outcome is None:
                 queue.appendleft(cell)
             else:
@@ -149,16 +163,22 @@ def _stream(engine: Engine, todo: list[CellRun]) -> Iterator[Outcome]:
                 yield outcome
 
 
-def _outcome(cell: CellRun, future: Future[Result], attempts: Counter[str], retries: int) -> Outcome | None:
+def _loss(engine: Engine, future: Future[Result]) -> Loss | None:
+    error = future.exception()
+    return engine.lost(error) if error is not None else None
+
+
+def _outcome(cell: CellRun, future: Future[Result], attempts: Counter[str], engine: Engine) -> Outcome | None:
     """A finished call's outcome; None to run the cell again (its worker died, retries are left)."""
     error = future.exception()
     if error is None:
         layers, summary, message = future.result()
         return Outcome(cell, layers, summary, message)
-    lost = isinstance(error, BrokenProcessPool) or type(error).__name__ == "KilledWorker"  # Dask's, by name:
-    if not lost:  # Dask need not be installed
+    loss = engine.lost(error)
+    if loss is None:
         raise error
-    attempts[cell.cell] += 1
-    if attempts[cell.cell] <= retries:
+    deaths, reason = loss
+    attempts[cell.cell] += deaths
+    if attempts[cell.cell] <= engine.retries:
         return None
-    return Outcome(cell, error=f"lost: the worker running it died {attempts[cell.cell]} time(s) ({error})")
+    return Outcome(cell, error=f"lost: the worker running it died {attempts[cell.cell]} time(s) ({reason})")

@@ -5,8 +5,9 @@ returns a Future), so another engine (Ray, submitit) is a few lines: an executor
 - :func:`process_pool`: ``N`` local processes (spawned: a fork of a process whose torch thread pool
   already runs can hang); a pool broken by a dead worker is rebuilt (:meth:`Engine.rebuild`).
 - :func:`dask`: a Dask ``LocalCluster`` bound to 127.0.0.1 and stopped with the sweep, or an existing
-  cluster at ``address``. Cells that need a GPU ask for the ``GPU`` resource; Dask retries a cell whose
-  worker died.
+  cluster at ``address``. Cells that need a GPU ask for the ``GPU`` resource. A cell whose worker died
+  is rescheduled by Dask's scheduler itself (its ``allowed-failures``: :data:`RETRIES` on a LocalCluster,
+  the cluster's own setting at ``address``), not by the driver.
 
 Only the module-level function a cell runs and its arguments travel to a worker, and only the cell's
 result travels back: workers need no shared file system.
@@ -18,6 +19,7 @@ import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +46,10 @@ class InProcess(Executor):
         return future
 
 
+#: A call that ended because its worker died: the deaths it stands for, and a short reason.
+Loss = tuple[int, str]
+
+
 @dataclass
 class Engine:
     """An executor and what the sweep needs to know about it.
@@ -51,6 +57,9 @@ class Engine:
     ``slots`` cells are kept in flight (a few per worker, so none idles while the driver writes);
     ``threads`` is the torch thread count inside every cell (None: this process's, unchanged);
     ``gpu`` is the executor for cells that need a GPU (Dask: one that requests the ``GPU`` resource).
+    ``lost(error)`` says whether a call's error means its worker died, not the cell: how many deaths it
+    stands for and a short reason, else None (the error is the driver's to raise). ``rebuild``, where
+    given, replaces an executor that a dead worker broke as a whole (every call in flight ends).
     """
 
     name: str
@@ -62,14 +71,21 @@ class Engine:
     gpu: Executor | None = None
     retries: int = 0  # the driver's own retries of a cell whose worker died (process pool)
     rebuild: Callable[[], Executor] | None = None
+    gpu_workers: int | None = None  # a cluster's workers that declare the GPU resource (None: not a cluster)
+    lost: Callable[[BaseException], Loss | None] = lambda error: None
     info: dict[str, Any] = field(default_factory=dict)
 
     def pick(self, needs_gpu: bool) -> Executor:
         return self.gpu if needs_gpu and self.gpu is not None else self.executor
 
     def describe(self) -> dict[str, Any]:
-        """What meta.json records: engine, workers, torch threads per cell."""
-        return {"executor": self.name, "workers": self.workers, "threads": self.threads, **self.info}
+        """What meta.json records: engine, workers, torch threads per cell (as they are here, if not set)."""
+        threads = self.threads
+        if threads is None:
+            import torch
+
+            threads = torch.get_num_threads()
+        return {"executor": self.name, "workers": self.workers, "threads": threads, **self.info}
 
 
 def cores() -> int:
@@ -83,7 +99,7 @@ def cores() -> int:
 def check_threads(workers: int, threads: int, where: str) -> None:
     """Refuse more torch threads than cores on one machine: workers x threads <= cores."""
     if workers * threads > cores():
-        fix = f"--threads {cores() // workers}" if cores() >= workers else f"at most {cores()} workers"
+        fix = f"--threads {cores() // workers}" if cores() >= workers else f"--workers {cores()} at most"
         raise InitlabError(f"{where}: {workers} worker(s) x {threads} torch thread(s) is more than the {cores()} "
                            f"cores here (workers x threads <= cores); give {fix}")
 
@@ -112,7 +128,8 @@ def process_pool(workers: int, threads: int | None, retries: int = RETRIES) -> E
     def new() -> Executor:
         return ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer=_ignore_interrupts)
 
-    engine = Engine("process", new(), slots=2 * workers, threads=threads, workers=workers, retries=retries)
+    engine = Engine("process", new(), slots=2 * workers, threads=threads, workers=workers, retries=retries,
+                    lost=broken_pool)
 
     def rebuild() -> Executor:
         _kill(engine.executor)
@@ -122,6 +139,11 @@ def process_pool(workers: int, threads: int | None, retries: int = RETRIES) -> E
     engine.rebuild = rebuild
     engine.stop = lambda: _kill(engine.executor)
     return engine
+
+
+def broken_pool(error: BaseException) -> Loss | None:
+    """A process pool's lost worker: one death (the pool is broken as a whole and rebuilt)."""
+    return (1, str(error)) if isinstance(error, BrokenProcessPool) else None
 
 
 def _kill(pool: Executor) -> None:
@@ -145,29 +167,52 @@ def dask(address: str | None, workers: int | None, threads: int | None, retries:
         distributed: Any = importlib.import_module("distributed")
     except ImportError:
         raise InitlabError(DASK_MISSING) from None
-    Client, LocalCluster = distributed.Client, distributed.LocalCluster
-    cluster: Any = None
     if address is None:
         workers = workers if workers is not None else cores()
         threads = threads if threads is not None else max(1, cores() // workers)
         check_threads(workers, threads, "--executor dask")
-        # 127.0.0.1 only (the dashboard too): nothing listens on another interface.
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=50)
-        client = Client(cluster)
-    else:
-        try:
-            client = Client(address, timeout=5)
-        except OSError as err:
-            raise InitlabError(f"--address {address}: no Dask scheduler answers there ({err})") from None
-        threads = threads if threads is not None else 1  # the cluster's cores are not known here: one each
-        workers = len(client.scheduler_info().get("workers", {}))
-    engine = Engine("dask", client.get_executor(retries=retries, pure=False), slots=max(2, 2 * workers),
-                    threads=threads, workers=workers,
-                    gpu=client.get_executor(retries=retries, pure=False, resources={"GPU": 1}),
-                    info={"address": address or "LocalCluster"})
-    engine.stop = lambda: _close(client, cluster)
+        cluster = _local_cluster(distributed, workers, retries)
+        client = distributed.Client(cluster)
+        engine = Engine("dask", client.get_executor(pure=False), slots=max(2, 2 * workers), threads=threads,
+                        workers=workers, info={"address": "LocalCluster"}, lost=killed_worker)
+        # No GPU executor: the workers share this machine's devices (the driver checked them), declare no resources.
+        engine.stop = lambda: _close(client, cluster)
+        return engine
+    try:
+        client = distributed.Client(address, timeout=5)
+    except OSError as err:
+        raise InitlabError(f"--address {address}: no Dask scheduler answers there ({err})") from None
+    found = client.scheduler_info().get("workers", {}).values()
+    engine = Engine("dask", client.get_executor(pure=False), slots=max(2, 2 * len(found)),
+                    threads=threads if threads is not None else 1,  # the cluster's cores are not known here: one each
+                    workers=len(found), info={"address": address}, lost=killed_worker,
+                    gpu=client.get_executor(pure=False, resources={"GPU": 1}),  # workers started --resources GPU=1
+                    gpu_workers=sum(1 for w in found if w.get("resources", {}).get("GPU")))
+    engine.stop = lambda: _close(client, None)
     return engine
+
+
+def _local_cluster(distributed: Any, workers: int, retries: int) -> Any:
+    """A LocalCluster of ``workers`` one-thread processes where every socket listens on 127.0.0.1 only.
+
+    A dead worker's cell is retried by the scheduler (``allowed_failures``), never by the executor: Dask's
+    ``retries`` only covers a task that raises, and a cell's errors are results, not worth a retry. The
+    scheduler's HTTP server listens whatever the dashboard options say (distributed 2026.8;
+    ``dashboard_address=None`` means 127.0.0.1:8787, which another user's cluster may hold): here a random
+    port on 127.0.0.1, with no dashboard on it. The workers' HTTP servers take random ports there too.
+    """
+    options = {"allowed_failures": retries, "dashboard": False, "dashboard_address": "127.0.0.1:0"}
+    return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                    silence_logs=50, scheduler_kwargs=options)
+
+
+def killed_worker(error: BaseException) -> Loss | None:
+    """Dask's KilledWorker: its scheduler ran the cell on allowed_failures + 1 workers, and all of them died."""
+    from distributed.scheduler import KilledWorker
+
+    if not isinstance(error, KilledWorker):
+        return None
+    return error.allowed_failures + 1, f"the last on {error.last_worker.address}"
 
 
 def _close(client: Any, cluster: Any) -> None:
@@ -191,18 +236,21 @@ def choose(executor: str | None, workers: int | None, address: str | None, threa
         raise InitlabError(f"--address {address!r}: expected a scheduler address like tcp://127.0.0.1:8786")
     if address is not None and workers is not None:
         raise InitlabError("--workers and --address: a cluster's workers are set where it starts; drop --workers")
+    # The options as given, to name them in an error (a default worker count is one per core).
+    given = " ".join(f"{option} {value}" for option, value in (
+        ("--executor", executor), ("--workers", workers), ("--threads", threads)) if value is not None)
     if executor == "dask":
         import importlib.util
 
         if importlib.util.find_spec("distributed") is None:
             raise InitlabError(DASK_MISSING)
         if address is None:
-            check_threads(workers or cores(), threads or 1, "--executor dask")
+            check_threads(workers or cores(), threads or 1, given)
         return lambda: dask(address, workers, threads)
     if executor == "process" or workers is not None:
         count = workers if workers is not None else cores()
-        check_threads(count, threads or 1, "--workers")
+        check_threads(count, threads or 1, given)
         return lambda: process_pool(count, threads)
     if threads is not None:
-        check_threads(1, threads, "--threads")
+        check_threads(1, threads, given)
     return lambda: in_process(threads)

@@ -48,7 +48,7 @@ class Axis:
     @property
     def numeric(self) -> bool:
         """Whether every value is a number (not a boolean): the axis can be drawn as a coordinate."""
-        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
+        return all(_is_number(v) for v in self.values)
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.name, "values": list(self.values)}
@@ -62,8 +62,10 @@ def shown_value(value: Any) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def parse_grid(text: str, option: str = "--grid") -> Axis:
-    """``PATH=VALUES``: a comma list (``16,256``, ``tanh,relu``) or a range ``start:stop:step``."""
+def parse_grid(text: str, option: str = "--grid", max_values: int = MAX_RUNS) -> Axis:
+    """``PATH=VALUES``: a comma list (``16,256``, ``tanh,relu``) or a range ``start:stop:step`` (of at most
+    ``max_values``: the sweep's ``--max-runs``). Numbers are ints only where all of them are whole
+    (``0,0.1`` is 0.0 and 0.1), so a value reads the same in every table and figure."""
     source = f"{option} {text!r}"
     dotted, sep, values = text.partition("=")
     if not sep or not dotted.strip() or not values.strip():
@@ -75,15 +77,21 @@ def parse_grid(text: str, option: str = "--grid") -> Axis:
         raise InitlabError(f"{source}: each value is one number, word or boolean, not a list or mapping")
     parts = [part.strip() for part in values.split(",")]
     if len(parts) == 1 and parts[0].count(":") == 2:
-        return Axis(path, _range(parts[0], source))
+        return Axis(path, _range(parts[0], source, max_values))
     if any(not part for part in parts):
         raise InitlabError(f"{source}: empty value (a stray comma?)")
     parsed = [parse_value(part) for part in parts]
+    if all(_is_number(v) for v in parsed) and any(isinstance(v, float) for v in parsed):
+        parsed = [float(v) for v in parsed]
     no_repeats(parsed, source)
     return Axis(path, tuple(parsed))
 
 
-def _range(text: str, source: str) -> tuple[int | float, ...]:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _range(text: str, source: str, max_values: int) -> tuple[int | float, ...]:
     """``start:stop:step`` counted exactly in decimal: ints where all three are whole, else floats."""
     try:
         start, stop, step = (Decimal(part.strip()) for part in text.split(":"))
@@ -94,8 +102,9 @@ def _range(text: str, source: str) -> tuple[int | float, ...]:
     if step <= 0 or stop < start:
         raise InitlabError(f"{source}: a range needs step > 0 and start <= stop, e.g. 0.8:2.4:0.1")
     steps = int((stop - start) / step + _ROUNDING)
-    if steps + 1 > MAX_RUNS:
-        raise InitlabError(f"{source}: {steps + 1:,} values, more than {MAX_RUNS:,}")
+    if steps + 1 > max_values:
+        count = f"{steps + 1:,}" if steps < 10**12 else f"about {float(steps + 1):.3g}"  # never 300 digits
+        raise InitlabError(f"{source}: {count} values, more than --max-runs {max_values:,}")
     whole = all(isinstance(d.as_tuple().exponent, int) and int(d.as_tuple().exponent) >= 0 for d in (start, step))
     values = [start + k * step for k in range(steps + 1)]
     return tuple(int(v) if whole else float(v) for v in values)

@@ -91,13 +91,16 @@ def plan_from_options(
     grid: Sequence[str] = (),
     overrides: Sequence[str | Override] = (),
     max_runs: int = MAX_RUNS,
+    remote: bool = False,
 ) -> Plan:
     """The plan of ``initlab compare`` from its options as typed, every check made before any run.
 
     A bad spec, a base flag next to the axis that replaces it (``--depth`` with
     ``--depths``), a ``--grid`` value that does not validate in some cell, a device that is not
     here, seeds torch cannot take, more than ``max_runs`` cell runs, or a cell too large for
-    memory is an :class:`InitlabError`.
+    memory is an :class:`InitlabError`. With ``remote`` (cells run on a cluster's machines) the
+    devices and memory are not checked here, where they say nothing of the workers': a worker that
+    cannot run a cell reports it failed, with the same one-line error.
     """
     from initlab.devices import usable
 
@@ -106,16 +109,32 @@ def plan_from_options(
         batch_size=batch_size, bias=bias, activation=base_or_axis(activation, activations, "activation"), seed=seed,
         overrides=overrides,
     )
-    usable(base)  # no CUDA, a bad id or dtype: one error now, not one per cell
+    if not remote:
+        usable(base)  # no CUDA, a bad id or dtype: one error now, not one per cell
     axes = (parse_schemes(required_schemes(schemes)), parse_activations(activations) if activations else [],
             parse_ints(depths, "--depths") if depths else [], parse_ints(widths, "--widths") if widths else [])
-    grid_axes = tuple(parse_grid(text) for text in grid)
+    grid_axes = tuple(parse_grid(text, max_values=max_runs) for text in grid)
     check_axes(grid_axes)
+    check_bias_axis(base, bias, grid_axes)
     check_size([len(axis) or 1 for axis in axes], seeds, max_runs, grid_axes)
     check_seeds(base.seed, seeds, "--seed/--seeds")
     plan = plan_sweep(base, *axes, seeds=seeds, grid=grid_axes)
-    check_feasible(plan)
+    if not remote:
+        check_feasible(plan)
     return plan
+
+
+def check_bias_axis(base: Config, bias: bool | None, grid: Sequence[Axis]) -> None:
+    """Refuse a ``model.bias_std`` axis next to what it would silently replace: ``--no-bias``, or a config's
+    own ``init.bias``. (A config file's ``bias: false`` is the base network's default, which the axis turns on.)"""
+    if not any(axis.path == ("model", "bias_std") for axis in grid) or base.model.bias_std is not None:
+        return
+    if bias is False:
+        raise InitlabError("--grid model.bias_std: sets bias: true in every cell, next to --no-bias; give one")
+    if "bias" in base.init.model_fields_set:
+        raise InitlabError(f"--grid model.bias_std: sets init.bias to normal(0, σb), but the config sets init.bias "
+                           f"({base.init.bias.label()}); "
+                           "drop one (or sweep init.bias.std)")
 
 
 def check_size(lengths: Sequence[int], seeds: int, max_runs: int, grid: Sequence[Axis] = ()) -> None:

@@ -22,9 +22,10 @@ from initlab.sweep.outcome import Outcome
 from initlab.sweep.plan import Plan, check_feasible
 
 
-def resume(path: Path, argv: Sequence[str], given: dict[str, object], figures: Figures | None = None
-           ) -> tuple[SweepFolder, Plan]:
+def resume(path: Path, argv: Sequence[str], given: dict[str, object], figures: Figures | None = None,
+           remote: bool = False) -> tuple[SweepFolder, Plan]:
     """The folder and plan of an earlier sweep; ``given`` are the other options, which must be unset.
+    Its cells' devices and memory are checked here unless they run ``remote`` (on a cluster's machines).
 
     The folder is not locked yet: enter it (``with folder:``) around the work.
     """
@@ -32,7 +33,8 @@ def resume(path: Path, argv: Sequence[str], given: dict[str, object], figures: F
     if extra:
         raise InitlabError(f"--resume takes the sweep from its folder; drop {', '.join(extra)}")
     folder, plan = SweepFolder.open(path, argv, figures)
-    check_feasible(plan)
+    if not remote:
+        check_feasible(plan)
     return folder, plan
 
 
