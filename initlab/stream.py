@@ -1,0 +1,194 @@
+"""Depth in bounded memory: the study run block by block (``memory: stream``).
+
+The reference contract fixes the generator stream (:mod:`initlab.model`): every block's construction-time
+draws, then every block's scheme draws, then the input. A block cannot run before the input exists, and the
+input comes after every weight, so the stream is walked twice. The first walk draws every weight into one
+reused buffer, keeping the generator's state where each block's draws begin (5 KiB per state for the CPU's
+mt19937, 16 bytes on CUDA) and recording the weights' statistics, then draws the input. The second walk
+restores each block's states, draws the block again exactly as the in-memory model holds it, runs it,
+records it and frees it. Memory: one block's weights plus the batch, whatever the depth; time: every weight
+is drawn twice (three times with a backward pass).
+
+Backward: each block's input is kept during the forward walk (``depth × batch × width`` values, one tensor per
+block where autograd keeps two), and the blocks are recomputed from the last to the first, each drawn again,
+fed its output's gradient, passing its input's gradient down: the kernels of a backward pass through the whole
+model, in its order, so the same numbers.
+
+Statistics of small tensors are measured in stacks whose size changes their last bits, so the accumulator is
+fed in exactly the in-memory run's order: weights, input, the forward signal, the gradients from the last block
+down, then the weights' gradients from the first block up (those under :data:`~initlab.probes.BATCH_BELOW`
+values are kept until then; larger ones are measured alone, in any order).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from initlab.config import Config
+from initlab.devices import DTYPES, Placement
+from initlab.model import MLP, Block, Linear, draw_input, probe_targets
+from initlab.probes import BATCH_BELOW, Accumulator, ForwardProbe, GradientProbe, Record, Target
+from initlab.schemes import linear_default_
+from initlab.statistics import Statistic
+from initlab.upstream import draw_upstream, upstream_gradient
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The generator's state where each block's draws begin: its construction draws (only for blocks that
+    keep them, under the ``default`` scheme) and its scheme draws."""
+
+    construction: list[torch.Tensor | None]
+    scheme: list[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """What every block of a streamed run shares."""
+
+    config: Config
+    generator: torch.Generator  # the run's: set to a saved state before each block is drawn again
+    draw_dtype: torch.dtype
+    device: torch.device
+    dtype: torch.dtype
+
+
+def keeps_construction(config: Config, layer: int) -> bool:
+    """True when block ``layer`` keeps a value ``nn.Linear.__init__`` drew (the ``default`` scheme)."""
+    weight = config.init.scheme_for(layer, config.model.depth).scheme
+    return weight == "default" or (config.model.bias and config.init.bias.scheme == "default")
+
+
+def passes(
+    config: Config, placement: Placement, statistics: dict[str, list[Statistic]]
+) -> tuple[list[Record], dict[str, float]]:
+    """The records and timings of :func:`initlab.runner.run`'s passes, block by block."""
+    dtype = DTYPES[config.dtype]
+    draw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    source = placement.device if config.rng == "device" else torch.device("cpu")
+    generator = torch.Generator(device=source).manual_seed(config.seed)
+    setting = _Setting(config, generator, draw_dtype, placement.device, dtype)
+    accumulator = Accumulator(statistics)
+
+    tick = time.perf_counter()
+    replay = advance(setting, accumulator)
+    x = draw_input(config, generator, draw_dtype)
+    g = draw_upstream(config, generator, draw_dtype)
+    x = x.to(placement.device, dtype)
+    g = None if g is None else g.to(placement.device, dtype)
+    timings = {"build_s": time.perf_counter() - tick}
+
+    accumulator.add((-1, "input"), x)
+    tick = time.perf_counter()
+    y, kept = _forward(setting, replay, accumulator, x)
+    timings["forward_s"] = time.perf_counter() - tick
+    if config.backward is not None:
+        tick = time.perf_counter()
+        _backward(setting, replay, accumulator, kept, upstream_gradient(config.backward, y, g))
+        timings["backward_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    records = accumulator.records()
+    timings["statistics_s"] = time.perf_counter() - tick
+    return records, timings
+
+
+def advance(setting: _Setting, accumulator: Accumulator) -> Replay:
+    """Walk the generator past every weight draw, keeping its state at each block's draws and recording each
+    block's weights under ``(layer, "weight")`` in the model's dtype and on its device."""
+    config, generator = setting.config, setting.generator
+    depth, width, activation = config.model.depth, config.model.width, config.model.activation
+    weight = torch.empty(width, width, dtype=setting.draw_dtype, device=generator.device)
+    bias = torch.empty(width, dtype=setting.draw_dtype, device=generator.device) if config.model.bias else None
+    construction: list[torch.Tensor | None] = []
+    scheme: list[torch.Tensor] = []
+    with torch.no_grad():
+        for layer in range(depth):
+            construction.append(generator.get_state() if keeps_construction(config, layer) else None)
+            linear_default_(weight, bias, generator)
+        for layer in range(depth):
+            scheme.append(generator.get_state())
+            config.init.scheme_for(layer, depth).init_(weight, activation, generator)
+            if bias is not None:
+                config.init.bias.init_(bias, activation, generator)
+            accumulator.add((layer, "weight"), _drawn(setting, Replay(construction, scheme), layer, weight))
+    return Replay(construction, scheme)
+
+
+def _drawn(setting: _Setting, replay: Replay, layer: int, weight: torch.Tensor) -> torch.Tensor:
+    """Block ``layer``'s weight as the model holds it: the buffer just drawn, or, for a block that keeps its
+    construction draw, that draw again (the buffer has been drawn over since)."""
+    if replay.construction[layer] is None:  # a copy: the accumulator may hold it while the buffer is reused
+        return weight.to(setting.device, setting.dtype, copy=True)
+    state = setting.generator.get_state()
+    again = _linear(setting, replay, layer).weight
+    setting.generator.set_state(state)
+    return again
+    return replay
+
+
+def _linear(setting: _Setting, replay: Replay, layer: int) -> nn.Linear:
+    """Block ``layer``'s Linear, drawn again from the saved states, in the model's dtype on its device."""
+    config, generator = setting.config, setting.generator
+    depth, activation = config.model.depth, config.model.activation
+    linear = Linear(config.model.width, config.model.width, bias=config.model.bias, dtype=setting.draw_dtype,
+                    device=generator.device)
+    with torch.no_grad():
+        state = replay.construction[layer]
+        if state is not None:
+            generator.set_state(state)
+            linear_default_(linear.weight, linear.bias, generator)
+        generator.set_state(replay.scheme[layer])
+        config.init.scheme_for(layer, depth).init_(linear.weight, activation, generator)
+        if linear.bias is not None:
+            config.init.bias.init_(linear.bias, activation, generator)
+    return linear.to(setting.device, setting.dtype)
+
+
+def _block(setting: _Setting, replay: Replay, layer: int) -> tuple[Block, list[Target]]:
+    """Block ``layer`` and its probe targets, recorded under ``layer``."""
+    block = Block(_linear(setting, replay, layer), setting.config.model.activation.module())
+    return block, [(layer, site, module) for _, site, module in probe_targets(MLP([block]))]
+
+
+def _forward(
+    setting: _Setting, replay: Replay, accumulator: Accumulator, x: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run every block on ``x``, recording what it outputs; return the output and, with a backward pass to
+    come, every block's input."""
+    kept: list[torch.Tensor] = []
+    statistics = accumulator.statistics
+    with torch.no_grad():
+        for layer in range(setting.config.model.depth):
+            block, targets = _block(setting, replay, layer)
+            if setting.config.backward is not None:
+                kept.append(x)
+            with ForwardProbe(targets, statistics, into=accumulator):
+                x = block(x)
+    return x, kept
+
+
+def _backward(
+    setting: _Setting, replay: Replay, accumulator: Accumulator, kept: list[torch.Tensor], grad: torch.Tensor
+) -> None:
+    """Recompute the blocks from the last to the first, feeding each its output's gradient ``grad``; record the
+    gradients autograd passes through them, then the weights' gradients from the first block up."""
+    small: list[tuple[int, torch.Tensor]] = []  # weight gradients measured in stacks: added in the model's order
+    for layer in reversed(range(setting.config.model.depth)):
+        block, targets = _block(setting, replay, layer)
+        x = kept.pop().requires_grad_(layer > 0)  # the model's input needs no gradient
+        with torch.enable_grad(), GradientProbe(targets, accumulator):
+            block(x).backward(grad)
+        weight_grad = block.linear.weight.grad
+        assert weight_grad is not None  # every weight takes part in the output
+        if weight_grad.numel() < BATCH_BELOW:
+            small.append((layer, weight_grad))
+        else:
+            accumulator.add((layer, "weight_grad"), weight_grad)
+        if x.grad is not None:
+            grad = x.grad
+    for layer, weight_grad in reversed(small):
+        accumulator.add((layer, "weight_grad"), weight_grad)
