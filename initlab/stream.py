@@ -46,15 +46,20 @@ class Replay:
     scheme: list[torch.Tensor]
 
 
-@dataclass(frozen=True)
 class _Setting:
-    """What every block of a streamed run shares."""
+    """What every block of a streamed run shares, and the one block every block is drawn into in turn (so a
+    deep run allocates no weights per block: freed and re-allocated, they would fragment the heap)."""
 
-    config: Config
-    generator: torch.Generator  # the run's: set to a saved state before each block is drawn again
-    draw_dtype: torch.dtype
-    device: torch.device
-    dtype: torch.dtype
+    def __init__(self, config: Config, generator: torch.Generator, draw_dtype: torch.dtype, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        self.config = config
+        self.generator = generator  # the run's: set to a saved state before each block is drawn again
+        width, bias = config.model.width, config.model.bias
+        self.drawn = Linear(width, width, bias=bias, dtype=draw_dtype, device=generator.device)
+        same = (device, dtype) == (generator.device, draw_dtype)
+        self.linear = self.drawn if same else Linear(width, width, bias=bias, dtype=dtype, device=device)
+        self.block = Block(self.linear, config.model.activation.module())
+        self.targets = probe_targets(MLP([self.block]))
 
 
 def keeps_construction(config: Config, layer: int) -> bool:
@@ -101,8 +106,9 @@ def advance(setting: _Setting, accumulator: Accumulator) -> Replay:
     block's weights under ``(layer, "weight")`` in the model's dtype and on its device."""
     config, generator = setting.config, setting.generator
     depth, width, activation = config.model.depth, config.model.width, config.model.activation
-    weight = torch.empty(width, width, dtype=setting.draw_dtype, device=generator.device)
-    bias = torch.empty(width, dtype=setting.draw_dtype, device=generator.device) if config.model.bias else None
+    dtype = setting.drawn.weight.dtype
+    weight = torch.empty(width, width, dtype=dtype, device=generator.device)
+    bias = torch.empty(width, dtype=dtype, device=generator.device) if config.model.bias else None
     construction: list[torch.Tensor | None] = []
     scheme: list[torch.Tensor] = []
     with torch.no_grad():
@@ -121,37 +127,38 @@ def advance(setting: _Setting, accumulator: Accumulator) -> Replay:
 def _drawn(setting: _Setting, replay: Replay, layer: int, weight: torch.Tensor) -> torch.Tensor:
     """Block ``layer``'s weight as the model holds it: the buffer just drawn, or, for a block that keeps its
     construction draw, that draw again (the buffer has been drawn over since)."""
-    if replay.construction[layer] is None:  # a copy: the accumulator may hold it while the buffer is reused
-        return weight.to(setting.device, setting.dtype, copy=True)
-    state = setting.generator.get_state()
-    again = _linear(setting, replay, layer).weight
-    setting.generator.set_state(state)
-    return again
-    return replay
+    if replay.construction[layer] is not None:
+        state = setting.generator.get_state()
+        weight = _linear(setting, replay, layer).weight
+        setting.generator.set_state(state)
+    elif setting.linear is not setting.drawn:
+        weight = setting.linear.weight.copy_(weight)  # cast into the model's dtype, on its device
+    # Large tensors are measured as they are added, before the buffer is drawn into again; small ones are held.
+    return weight if weight.numel() >= BATCH_BELOW else weight.clone()
 
 
 def _linear(setting: _Setting, replay: Replay, layer: int) -> nn.Linear:
-    """Block ``layer``'s Linear, drawn again from the saved states, in the model's dtype on its device."""
-    config, generator = setting.config, setting.generator
+    """Block ``layer``'s Linear, drawn again from the saved states into the run's one block."""
+    config, generator, drawn = setting.config, setting.generator, setting.drawn
     depth, activation = config.model.depth, config.model.activation
-    linear = Linear(config.model.width, config.model.width, bias=config.model.bias, dtype=setting.draw_dtype,
-                    device=generator.device)
     with torch.no_grad():
         state = replay.construction[layer]
         if state is not None:
             generator.set_state(state)
-            linear_default_(linear.weight, linear.bias, generator)
+            linear_default_(drawn.weight, drawn.bias, generator)
         generator.set_state(replay.scheme[layer])
-        config.init.scheme_for(layer, depth).init_(linear.weight, activation, generator)
-        if linear.bias is not None:
-            config.init.bias.init_(linear.bias, activation, generator)
-    return linear.to(setting.device, setting.dtype)
+        config.init.scheme_for(layer, depth).init_(drawn.weight, activation, generator)
+        if drawn.bias is not None:
+            config.init.bias.init_(drawn.bias, activation, generator)
+        if setting.linear is not drawn:
+            setting.linear.load_state_dict(drawn.state_dict())  # copies into place, casting
+    return setting.linear
 
 
 def _block(setting: _Setting, replay: Replay, layer: int) -> tuple[Block, list[Target]]:
     """Block ``layer`` and its probe targets, recorded under ``layer``."""
-    block = Block(_linear(setting, replay, layer), setting.config.model.activation.module())
-    return block, [(layer, site, module) for _, site, module in probe_targets(MLP([block]))]
+    _linear(setting, replay, layer)
+    return setting.block, [(layer, site, module) for _, site, module in setting.targets]
 
 
 def _forward(
@@ -179,6 +186,7 @@ def _backward(
     small: list[tuple[int, torch.Tensor]] = []  # weight gradients measured in stacks: added in the model's order
     for layer in reversed(range(setting.config.model.depth)):
         block, targets = _block(setting, replay, layer)
+        block.linear.weight.grad = None  # the block before's, in the one block they share
         x = kept.pop().requires_grad_(layer > 0)  # the model's input needs no gradient
         with torch.enable_grad(), GradientProbe(targets, accumulator):
             block(x).backward(grad)

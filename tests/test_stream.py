@@ -89,6 +89,7 @@ def test_blocks_are_drawn_from_saved_states_not_held() -> None:
     model = initlab.model.build(config, torch.Generator().manual_seed(config.seed), torch.float32)
     for i, linear in enumerate(model.linears()):
         assert torch.equal(stream._linear(setting, replay, i).weight, linear.weight)
+        assert stream._linear(setting, replay, i) is setting.linear  # one block's memory, drawn into in turn
 
 
 def _with_free(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
