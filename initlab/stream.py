@@ -22,7 +22,11 @@ values are kept until then; larger ones are measured alone, in any order).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +64,32 @@ class _Setting:
         self.linear = self.drawn if same else Linear(width, width, bias=bias, dtype=dtype, device=device)
         self.block = Block(self.linear, config.model.activation.module())
         self.targets = probe_targets(MLP([self.block]))
+
+
+#: Blocks between two returns of freed heap memory to the system (:func:`_release_freed`).
+RELEASE_EVERY = 16
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    return trim
+
+
+def _release_freed(layer: int) -> None:
+    """Every :data:`RELEASE_EVERY` blocks, hand freed heap pages back to the system.
+
+    Each block frees its tensors and allocates the next block's, while the statistics it leaves behind (a few
+    small arrays) stay: glibc places those in the freed space, the next block's tensors no longer fit there, and
+    the heap grows by a block's tensors every block although nothing leaks (measured: 1.2 MiB per block at width
+    1,024 with the backward pass, 12 GiB at depth 10,000). ``malloc_trim`` returns the free pages whatever
+    surrounds them.
+    """
+    trim = _malloc_trim()
+    if trim is not None and layer % RELEASE_EVERY == 0:
+        trim(0)
 
 
 def keeps_construction(config: Config, layer: int) -> bool:
@@ -175,6 +205,7 @@ def _forward(
                 kept.append(x)
             with ForwardProbe(targets, statistics, into=accumulator):
                 x = block(x)
+            _release_freed(layer)
     return x, kept
 
 
@@ -198,5 +229,6 @@ def _backward(
             accumulator.add((layer, "weight_grad"), weight_grad)
         if x.grad is not None:
             grad = x.grad
+        _release_freed(layer)
     for layer, weight_grad in reversed(small):
         accumulator.add((layer, "weight_grad"), weight_grad)
