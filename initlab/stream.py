@@ -34,7 +34,7 @@ from torch import nn
 
 from initlab.config import Config
 from initlab.devices import DTYPES, Placement
-from initlab.model import MLP, Block, Linear, draw_input, probe_targets
+from initlab.model import MLP, Block, Linear, draw_input, keeps_construction, probe_targets
 from initlab.probes import BATCH_BELOW, Accumulator, ForwardProbe, GradientProbe, Record, Target
 from initlab.schemes import linear_default_
 from initlab.statistics import Statistic
@@ -90,12 +90,6 @@ def _release_freed(layer: int) -> None:
     trim = _malloc_trim()
     if trim is not None and layer % RELEASE_EVERY == 0:
         trim(0)
-
-
-def keeps_construction(config: Config, layer: int) -> bool:
-    """True when block ``layer`` keeps a value ``nn.Linear.__init__`` drew (the ``default`` scheme)."""
-    weight = config.init.scheme_for(layer, config.model.depth).scheme
-    return weight == "default" or (config.model.bias and config.init.bias.scheme == "default")
 
 
 def passes(
