@@ -341,8 +341,9 @@ initlab.run(config.model_copy(update={"model": config.model.model_copy(update={"
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
 base = status("VmRSS")
-initlab.run(config)
-print(json.dumps({"base": base, "peak": status("VmHWM")}))
+result = initlab.run(config)
+print(json.dumps({"base": base, "peak": status("VmHWM"), "memory": result.meta["memory"],
+                  "seconds": sum(result.meta["timings"].values())}))
 """
 
 
@@ -364,6 +365,35 @@ def memory(shapes: list[tuple[int, int]], batch: int) -> Section:
         section.rows.append([str(depth), str(width), _mb(params), _mb(budget), _mb(used), f"{used / budget:.2f}x"])
     section.notes.append("baseline: the RSS of the same process after a tiny warm-up run (imports, allocator); "
                          "peak: its VmHWM, reset to the baseline just before the run")
+    return section
+
+
+def streamed_memory(depths: list[int], width: int, batch: int) -> Section:
+    """``memory: stream`` against depth: what the in-memory run would need, what the streamed run used."""
+    import torch
+
+    from initlab import devices
+    from initlab.config import Config
+
+    section = Section(
+        f"Depth in bounded memory (CPU, memory: stream, width {width}, batch {batch}, forward + backward)",
+        "depth 10,000 x width 1,024 (batch 64) runs on this machine; peak grows with depth only by the kept "
+        "block inputs (batch x width per block, for the backward pass) and the per-block statistics",
+        ["depth", "in memory would need", "streamed estimate", "peak RSS - baseline", "time"],
+    )
+    place = devices.Placement(torch.device("cpu"))
+    for depth in depths:
+        raw = {"model": {"depth": depth, "width": width, "activation": "relu"}, "init": {"scheme": "kaiming_normal"},
+               "data": {"batch_size": batch}, "memory": "stream"}
+        config = Config.model_validate(raw)
+        whole, streamed = (devices.estimate(config, place, s).total for s in (False, True))
+        out = subprocess.run([PYTHON, "-c", _MEMORY_CHILD, json.dumps(raw)], capture_output=True, text=True,
+                             cwd=ROOT, check=True)
+        seen = json.loads(out.stdout.strip().splitlines()[-1])
+        section.rows.append([f"{depth:,}", _mb(whole), _mb(streamed), _mb(seen["peak"] - seen["base"]),
+                             f"{seen['seconds']:.1f} s"])
+    section.notes.append("every weight is drawn twice forward and once more backward (the generator's state is "
+                         "saved per block, 10 KiB, and replayed); baseline and peak as in the peak-memory section")
     return section
 
 
@@ -416,6 +446,7 @@ def main() -> None:
             sweep("xavier,kaiming", "tanh", seeds=2, depth=4, width=16),
             sweep_executors("xavier,kaiming", "tanh", seeds=2, depth=4, width=16, threads=2),
             memory([(4, 32)], batch=4),
+            streamed_memory([4, 8], width=32, batch=4),
         ]
     else:
         sizes = [(256, 16), (256, 1024), (1024, 16), (1024, 1024)]
@@ -429,6 +460,7 @@ def main() -> None:
             sweep_executors("normal,xavier,kaiming,default,orthogonal", "linear,tanh,relu,selu", seeds=10, depth=50,
                             width=256, threads=2),
             memory([(100, 256), (100, 1024), (1000, 256), (1000, 1024)], batch=16),
+            streamed_memory([100, 1000, 10_000], width=1024, batch=64),
         ]
         device = args.device or ("cuda" if torch.cuda.is_available() else None)
         if device:

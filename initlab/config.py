@@ -278,6 +278,10 @@ class Config(Frozen):
     jacobian: Annotated[JacobianConfig | None, BeforeValidator(_switch)] = Field(  # type: ignore[assignment]
         False, description="the input-output Jacobian's singular values; off unless given"
     )
+    memory: Literal["auto", "full", "stream"] = Field(
+        "auto", description="full: every block's weights held at once; stream: block by block, memory bounded by "
+        "one block's weights plus the batch (same numbers); auto: full where it fits, else stream"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -287,6 +291,14 @@ class Config(Frozen):
     @field_serializer("backward", "jacobian")
     def _off_as_false(self, value: Frozen | None) -> Any:
         return False if value is None else value
+
+    @model_serializer(mode="wrap")
+    def _auto_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out when auto, so every config without it dumps (and hashes) as it did before it existed.
+        out: dict[str, Any] = handler(self)
+        if out.get("memory") == "auto":
+            out.pop("memory", None)
+        return out
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -321,6 +333,10 @@ class Config(Frozen):
                                        f"{self.data.batch_size}: at most data.batch_size")
         if self.data_parallel is not None and self.device == "cpu":
             yield "data_parallel", "needs device: cuda (or auto); device is cpu"
+        if self.memory == "stream" and self.data_parallel is not None:
+            yield "memory", "stream runs one block at a time on one device; data_parallel needs the whole model"
+        if self.memory == "stream" and self.jacobian is not None:
+            yield "memory", "stream holds one block at a time; the Jacobian needs the whole model (jacobian: false)"
         if self.data_parallel is not None and self.device.startswith("cuda:"):
             yield "device", "with data_parallel, give device: cuda and choose GPUs in data_parallel.device_ids"
         for path, scheme in [("init", self.init.weight)] + [

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -128,22 +128,37 @@ class MemoryEstimate:
         return self.parameters + self.gradients + self.activations + self.probes
 
 
-def estimate(config: Config, placement: Placement) -> MemoryEstimate:
-    """Peak bytes on one device: a full parameter copy per replica, its slice of the batch."""
+def estimate(config: Config, placement: Placement, streamed: bool = False) -> MemoryEstimate:
+    """Peak bytes on one device: a full parameter copy per replica, its slice of the batch.
+
+    ``streamed`` (``memory: stream``, :mod:`initlab.stream`): one block's weights (drawn, then in the model's
+    dtype) and the generator's state at every block; with a backward pass, every block's input is kept.
+    """
     depth, width = config.model.depth, config.model.width
     elem = DTYPES[config.dtype].itemsize
-    parameters = depth * (width * width + (width if config.model.bias else 0)) * elem
+    block = (width * width + (width if config.model.bias else 0)) * elem
+    parameters = 2 * block + depth * STATES_PER_BLOCK * _state_bytes(config) if streamed else depth * block
     rows = -(-config.data.batch_size // placement.replicas)  # the largest DataParallel chunk
     # Input, Linear output and activation output in the model's dtype, and the float64
     # copies the statistics make of one probed output.
     activations = rows * width * (3 * elem + _FLOAT64_COPIES * 8)
     gradients = 0
     if config.backward is not None:
-        gradients = parameters
-        # Autograd keeps each block's Linear input and activation output for the backward pass.
-        activations += depth * rows * width * _SAVED_PER_BLOCK * elem
+        gradients = block if streamed else parameters
+        # Autograd keeps each block's Linear input and activation output for the backward pass; streamed,
+        # each block's input is kept and the block recomputed.
+        activations += depth * rows * width * (1 if streamed else _SAVED_PER_BLOCK) * elem
     probes = depth * 2 * placement.replicas * (width + 16) * 8  # per-unit counts + moments
     return MemoryEstimate(parameters, activations, probes, gradients)
+
+
+#: Generator states :mod:`initlab.stream` keeps per block: before its construction and its scheme draws.
+STATES_PER_BLOCK = 2
+
+
+def _state_bytes(config: Config) -> int:
+    """Bytes of one saved generator state: mt19937's on the CPU, Philox's seed and offset on CUDA."""
+    return 16 if config.rng == "device" and config.device != "cpu" else 5056
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -168,9 +183,23 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def check_memory(config: Config, placement: Placement) -> MemoryEstimate:
-    """Refuse, before building anything, a study that cannot fit where it would run."""
-    need = estimate(config, placement)
+def check_memory(config: Config, placement: Placement) -> Literal["full", "stream"]:
+    """How the study holds its weights (``config.memory``; ``auto``: every block at once where that fits,
+    else block by block), refusing, before building anything, a study that cannot fit where it would run."""
+    if config.memory != "auto" or placement.device_ids or config.jacobian is not None:
+        mode: Literal["full", "stream"] = "stream" if config.memory == "stream" else "full"
+        _refuse_beyond(config, placement, mode == "stream")
+        return mode
+    try:
+        _refuse_beyond(config, placement, streamed=False)
+        return "full"
+    except InitlabError:
+        _refuse_beyond(config, placement, streamed=True)
+        return "stream"
+
+
+def _refuse_beyond(config: Config, placement: Placement, streamed: bool) -> None:
+    need = estimate(config, placement, streamed)
     if placement.device.type == "cpu":
         checks = [(placement.device, need.total)]
     else:
@@ -182,13 +211,13 @@ def check_memory(config: Config, placement: Placement) -> MemoryEstimate:
         free = available_bytes(device)
         if free is not None and bytes_needed > free:
             raise InitlabError(
-                f"the study needs about {gib(bytes_needed)} on {device} (parameters {gib(need.parameters)}, "
+                f"the study needs about {gib(bytes_needed)} on {device}{' streamed block by block' * streamed} "
+                f"(parameters {gib(need.parameters)}, "
                 + (f"their gradients {gib(need.gradients)}, " if need.gradients else "")
                 + f"activations {gib(need.activations)}) but {device} has {gib(free)} free; "
                 "reduce model.depth, model.width or data.batch_size"
                 + (" (or measure the forward pass only: --no-backward)" if need.gradients else "")
             )
-    return need
 
 
 # ---------------------------------------------------------------- precision and metadata

@@ -81,11 +81,10 @@ class ConstructionDraws:
         self._states[self._key(config, generator, dtype)] = generator.get_state()
 
 
-def _keeps_construction(config: Config) -> bool:
-    """True when some tensor keeps what ``nn.Linear.__init__`` drew (the ``default`` scheme)."""
-    init, depth = config.init, config.model.depth
-    weights = {init.scheme_for(i, depth).scheme for i in range(depth)}
-    return "default" in weights or (config.model.bias and init.bias.scheme == "default")
+def keeps_construction(config: Config, layer: int) -> bool:
+    """True when block ``layer`` keeps a value ``nn.Linear.__init__`` drew (the ``default`` scheme)."""
+    weight = config.init.scheme_for(layer, config.model.depth).scheme
+    return weight == "default" or (config.model.bias and config.init.bias.scheme == "default")
 
 
 def build(
@@ -101,8 +100,9 @@ def build(
     linears: list[nn.Linear] = [
         Linear(width, width, bias=config.model.bias, dtype=dtype, device=generator.device) for _ in range(depth)
     ]
+    kept = any(keeps_construction(config, i) for i in range(depth))
     with torch.no_grad():
-        if draws is None or _keeps_construction(config) or not draws.skip(config, generator, dtype):
+        if draws is None or kept or not draws.skip(config, generator, dtype):
             for linear in linears:  # what nn.Linear.__init__ would have drawn
                 linear_default_(linear.weight, linear.bias, generator)
             if draws is not None:

@@ -51,7 +51,7 @@ class Accumulator:
     """Partial results per (layer, site), added from any thread, read back once."""
 
     def __init__(self, statistics: dict[str, list[Statistic]]) -> None:
-        self._statistics = statistics
+        self.statistics = statistics
         self._lock = threading.Lock()
         self._parts: dict[Key, list[torch.Tensor]] = defaultdict(list)
         self._sizes: dict[str, list[int]] = {}  # per site: length of each statistic's partial
@@ -81,7 +81,7 @@ class Accumulator:
             self._measure(site, [key for key, _ in members], torch.stack([x for _, x in members]))
 
     def _measure(self, site: str, keys: list[Key], stack: torch.Tensor) -> None:
-        partials = [stat.partial(stack) for stat in self._statistics[site]]  # each (k, p)
+        partials = [stat.partial(stack) for stat in self.statistics[site]]  # each (k, p)
         rows = torch.cat(partials, dim=1)
         with self._lock:
             self._sizes[site] = [p.shape[1] for p in partials]
@@ -119,7 +119,7 @@ class Accumulator:
             stacked = np.stack([parts for _, parts in group])  # (keys, parts, P)
             start = 0
             columns: dict[str, np.ndarray] = {}
-            for stat, size in zip(self._statistics[site], self._sizes[site], strict=True):
+            for stat, size in zip(self.statistics[site], self._sizes[site], strict=True):
                 columns |= stat.finalize(stat.merge(stacked[..., start : start + size]))
                 start += size
             for i, (key, _) in enumerate(group):
@@ -187,8 +187,11 @@ class ForwardProbe(_Probe):
     ``targets`` are ``(layer, site, module)``; each output is recorded under ``(layer, site)``.
     """
 
-    def __init__(self, targets: Sequence[Target], statistics: dict[str, list[Statistic]]) -> None:
-        super().__init__(targets, Accumulator(statistics))
+    def __init__(
+        self, targets: Sequence[Target], statistics: dict[str, list[Statistic]], into: Accumulator | None = None
+    ) -> None:
+        """``into``: record into this accumulator (one shared by several probes) instead of a new one."""
+        super().__init__(targets, into if into is not None else Accumulator(statistics))
 
     def _hook(self, layer: int, site: str) -> Hook:
         key = (layer, site)

@@ -18,14 +18,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from initlab import __version__, devices, jacobian, jacobian_theory
-from initlab.config import BackwardConfig, Config
+from initlab import __version__, devices, jacobian, jacobian_theory, stream
+from initlab.config import Config
 from initlab.gradient_theory import GradientPrediction, backward_theory_summary, gradient_prediction
 from initlab.model import MLP, ConstructionDraws, build, draw_input, probe_targets
 from initlab.probes import Accumulator, ForwardProbe, GradientProbe, Record
 from initlab.regimes import Trace, Verdict, backward_trace, judge, judge_backward
 from initlab.statistics import Statistic, histogram_edges, statistics_for
 from initlab.theory import Prediction, input_second_moment, predict
+from initlab.upstream import draw_upstream, upstream_gradient
 
 #: Column order of the per-layer table: pre-activation, block output, weights, then their gradients.
 _PREFIX = {"pre": "pre_", "post": "", "weight": "weight_", "grad": "grad_", "pre_grad": "pre_grad_",
@@ -86,10 +87,14 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     """
     started = datetime.now(timezone.utc)
     placement = devices.usable(config)
-    devices.check_memory(config, placement)
+    memory = devices.check_memory(config, placement)
     jacobian.check(config, placement)
     with devices.matmul_precision(config.precision):
-        records, timings, spectrum = _passes(config, placement, draws)
+        if memory == "stream":
+            records, timings = stream.passes(config, placement, site_statistics(config))
+            spectrum = None
+        else:
+            records, timings, spectrum = _passes(config, placement, draws)
     histogram = histogram_table([r for r in records if r["stat"] == "histogram"])
     records = [r for r in records if r["stat"] != "histogram"]
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
@@ -104,7 +109,8 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     if config.backward is not None:
         backward = judge_backward(backward_trace_of(table, config.model.width), config.verdict,
                                   gradient.rms if gradient else None, backward_theory(prediction, config), largest)
-    meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
+    meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "memory": memory,
+            "input_std": input_std}
     table = with_theory(table, prediction, gradient)
     predicted = jacobian_theory.predict(config, prediction).summary() if spectrum is not None else None
     return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction, histogram,
@@ -242,22 +248,6 @@ def site_statistics(config: Config) -> dict[str, list[Statistic]]:
     sites["post"] += statistics_for("post", activation, ["histogram"])  # the forward signal's picture
     sites["input"] = statistics_for("input", activation, ["moments"])
     return sites
-
-
-def draw_upstream(config: Config, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor | None:
-    """``upstream: normal``'s gradient g ~ N(0, 1), ``(batch_size, width)``, drawn right after the input."""
-    if config.backward is None or config.backward.upstream != "normal":
-        return None
-    shape = (config.data.batch_size, config.model.width)
-    return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
-
-
-def upstream_gradient(backward: BackwardConfig, y: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-    """The gradient fed into the last block's output: g, y itself (the loss |y|^2/2), or ones."""
-    if backward.upstream == "normal":
-        assert g is not None
-        return g
-    return y.detach() if backward.upstream == "output" else torch.ones_like(y)
 
 
 def _output_device(placement: devices.Placement) -> torch.device:

@@ -51,7 +51,7 @@ def test_data_parallel_config_is_checked(spec: dict[str, object], message: str) 
 
 
 def test_a_model_that_cannot_fit_is_refused_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = make_config(model={"depth": 10, "width": 100})
+    config = make_config(model={"depth": 10, "width": 100}, memory="full")  # auto would stream it (test_stream)
     need = devices.estimate(config, devices.place(config))
     assert need.parameters == need.gradients == 10 * 100 * 100 * 4  # the weights and their gradients
     forward = devices.estimate(config.model_copy(update={"backward": None}), devices.place(config))
