@@ -39,7 +39,8 @@ perturbation grows), collapse to 0 (vanishing) or growth without bound (explosio
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -84,14 +85,33 @@ def _normal_rule() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(nodes.copy()), torch.from_numpy(weights.copy())
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one thread within the block (the previous count restored after).
+
+    The quadrature's tensors are small (at most 100 scales x 960 nodes) and the fate takes
+    dozens of them in a row: split across threads they cost more than they save, several
+    times more on a busy machine. The bits do not change: elementwise ops compute every element
+    alike on any number of threads, and ``@ w`` is one dot product per scale."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _moments(fn: TensorFn, scales: Array) -> tuple[Array, Array]:
     r""":math:`E[\varphi(s z)]` and :math:`E[\varphi(s z)^2]` for every scale ``s`` in ``scales``."""
     x, w = _normal_rule()
     s = torch.from_numpy(np.asarray(scales, dtype=np.float64))
-    with torch.no_grad():
+    with torch.no_grad(), _one_thread():
         y = fn(s[:, None] * x[None, :])
-    mean = (y @ w).numpy()
-    second = ((y * y) @ w).numpy()
+        mean = (y @ w).numpy()
+        second = ((y * y) @ w).numpy()
     return mean, second
 
 
@@ -110,7 +130,7 @@ def is_odd(activation: Activation) -> bool:
     r"""Whether :math:`\varphi(-x) = -\varphi(x)` (checked numerically on [-8, 8])."""
     fn = activation.function()
     x = torch.linspace(0.0, 8.0, 321, dtype=torch.float64)
-    with torch.no_grad():
+    with torch.no_grad(), _one_thread():
         pos, neg = fn(x), fn(-x)
     scale = torch.clamp(pos.abs(), min=1.0)
     return bool(((pos + neg).abs() <= 1e-12 * scale).all())

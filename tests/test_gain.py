@@ -77,6 +77,33 @@ def test_quadrature_rule_moments() -> None:
 
 
 @pytest.mark.parametrize("value", VARIANTS, ids=_id)
+def test_quadrature_runs_on_one_thread_with_the_same_bits(value: str | dict[str, Any]) -> None:
+    """Small tensors in a row: one thread is faster; the moments must equal the multi-threaded
+    computation bit for bit, and the caller's thread count must be restored."""
+    fn = parse_activation(value).function()
+    scales = np.geomspace(1e-3, 1e3, 100)  # the fate's largest batch of scales
+    seen: list[int] = []
+
+    def watched(t: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return fn(t)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x, w = G._normal_rule()
+        with torch.no_grad():
+            y = fn(torch.from_numpy(scales)[:, None] * x[None, :])  # the plain route, on two threads
+            expected = ((y @ w).numpy(), ((y * y) @ w).numpy())
+        mean, second = G._moments(watched, scales)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
+    assert np.array_equal(mean, expected[0]) and np.array_equal(second, expected[1])
+
+
+@pytest.mark.parametrize("value", VARIANTS, ids=_id)
 def test_quadrature_matches_scipy(value: str | dict[str, Any]) -> None:
     activation = parse_activation(value)
     mean, second = G.gaussian_moments(activation)
