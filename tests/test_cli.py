@@ -94,15 +94,16 @@ def test_help_does_not_import_torch_pandas_or_matplotlib() -> None:
 
 #: Modules the quick commands must not import: config loading (pydantic models of the whole
 #: config, YAML) and the study's data and plotting stacks. Each costs start-up time.
-_NOT_FOR_QUICK_COMMANDS = ("initlab.config", "initlab.schemes", "initlab.yamlfile", "yaml", "pandas", "matplotlib")
+_NOT_FOR_QUICK_COMMANDS = ("initlab.config", "initlab.schemes", "initlab.yamlfile", "initlab.regimes", "yaml",
+                           "pandas", "matplotlib")
 
 
 @pytest.mark.parametrize(
     ("args", "absent"),
     [
         (["gain", "tanh", "--samples", "1000"], _NOT_FOR_QUICK_COMMANDS),
-        (["gain", "leaky_relu", "--param", "negative_slope=0.2", "--samples", "1000", "--json"],
-         ("initlab.config", "initlab.schemes", "pandas", "matplotlib")),  # --param values are read as YAML
+        (["gain", "leaky_relu", "--param", "negative_slope=0.2", "--samples", "1000", "--json"],  # --param: YAML
+         ("initlab.config", "initlab.schemes", "initlab.regimes", "pandas", "matplotlib")),
         (["theory", "tanh", "--sw2", "1.5"], ("torch", *_NOT_FOR_QUICK_COMMANDS)),
         (["theory", "relu", "--critical", "--json"], ("torch", *_NOT_FOR_QUICK_COMMANDS)),
     ],
