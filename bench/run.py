@@ -41,15 +41,21 @@ class Section:
 
 def interleaved(a: Callable[[], object], b: Callable[[], object], reps: int) -> tuple[list[float], list[float]]:
     """Time ``a`` and ``b`` alternately ``reps`` times each (after one warm-up of each)."""
-    a(), b()
-    ta: list[float] = []
-    tb: list[float] = []
+    ta, tb = round_robin([a, b], reps)
+    return ta, tb
+
+
+def round_robin(fns: list[Callable[[], object]], reps: int) -> list[list[float]]:
+    """Time every function in turn (A B C A B C ...) ``reps`` times each, after one warm-up of each."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
-        for fn, out in ((a, ta), (b, tb)):
+        for fn, out in zip(fns, times, strict=True):
             start = time.perf_counter()
             fn()
             out.append(time.perf_counter() - start)
-    return ta, tb
+    return times
 
 
 def sh(cmd: list[str]) -> Callable[[], object]:
@@ -64,24 +70,34 @@ def ms(seconds: float) -> str:
 # ---------------------------------------------------------------- 1. start-up
 
 
+#: The quick commands, each timed against ``python -c "import torch"`` in one round robin.
+QUICK = [["gain", "tanh"], ["theory", "tanh", "--sw2", "1.5"], ["theory", "tanh", "--critical"]]
+
+
 def startup(reps: int) -> Section:
     section = Section(
-        "Start-up", "`initlab --help` <= 0.3 s and imports no torch; `initlab gain tanh` <= 1.2x `import torch`",
+        "Start-up", "`initlab --help` <= 0.3 s and imports no torch; `initlab gain tanh` and `initlab theory ...` "
+        "<= 1.15x `import torch`",
         ["command", "median", "baseline", "baseline median", "ratio"],
     )
-    pairs = [
-        (INITLAB + ["--help"], [PYTHON, "-c", "pass"], "python -c pass"),
-        (INITLAB + ["gain", "tanh"], [PYTHON, "-c", "import torch"], 'python -c "import torch"'),
-    ]
-    for cmd, base, base_name in pairs:
-        ta, tb = interleaved(sh(cmd), sh(base), reps)
-        a, b = statistics.median(ta), statistics.median(tb)
-        section.rows.append([f"`initlab {' '.join(cmd[len(INITLAB):])}`", ms(a), base_name, ms(b), f"{a / b:.2f}x"])
+    ta, tb = interleaved(sh(INITLAB + ["--help"]), sh([PYTHON, "-c", "pass"]), reps)
+    section.rows.append(_startup_row(["--help"], ta, "python -c pass", tb))
+    load = os.getloadavg()[0]
+    base, *quick = round_robin([sh([PYTHON, "-c", "import torch"]), *(sh(INITLAB + args) for args in QUICK)], reps)
+    for args, times in zip(QUICK, quick, strict=True):
+        section.rows.append(_startup_row(args, times, 'python -c "import torch"', base))
     check = "import sys; from initlab.cli import app\ntry: app(['--help'])\nexcept SystemExit: pass\n" \
             "print(json.dumps(sorted(m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules)))"
     out = subprocess.run([PYTHON, "-c", "import json\n" + check], capture_output=True, text=True, cwd=ROOT, check=True)
     section.notes.append(f"heavy modules imported by `initlab --help`: {out.stdout.strip().splitlines()[-1]}")
+    section.notes.append(f"medians of {reps} runs each, `import torch` and the quick commands in one round robin; "
+                         f"load average {load:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     return section
+
+
+def _startup_row(args: list[str], times: list[float], base_name: str, base: list[float]) -> list[str]:
+    a, b = statistics.median(times), statistics.median(base)
+    return [f"`initlab {' '.join(args)}`", ms(a), base_name, ms(b), f"{a / b:.2f}x"]
 
 
 # ---------------------------------------------------------------- 2. probe overhead
@@ -434,7 +450,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="where to write the report (default: BENCHMARKS.md; with --smoke, nowhere)")
     parser.add_argument("--device", default=None, help="also measure probe overhead on this device (e.g. cuda)")
+    parser.add_argument("--startup", type=int, default=None, metavar="REPS",
+                        help="only the start-up section, REPS runs of each command; prints, writes nothing")
     args = parser.parse_args()
+    if args.startup is not None:
+        print(markdown([startup(reps=args.startup)], "# Start-up"))
+        return
     import torch
 
     if args.smoke:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.progress import Progress
 
+    from initlab.activations import Activation
     from initlab.config import Override
     from initlab.sweep import SweepFolder
 
@@ -199,8 +200,10 @@ def run(
 
 
 def _parse_params(items: list[str]) -> dict[str, object]:
-    from initlab.config import parse_value
+    if not items:  # PyYAML reads the values: not imported when there are none
+        return {}
     from initlab.errors import InitlabError
+    from initlab.yamlfile import parse_value
 
     params: dict[str, object] = {}
     for item in items:
@@ -209,6 +212,23 @@ def _parse_params(items: list[str]) -> dict[str, object]:
             raise InitlabError(f"--param {item!r}: expected name=value, e.g. negative_slope=0.2")
         params[key] = parse_value(value)
     return params
+
+
+def _activation(name: str, params: list[str], source: str) -> Activation:
+    """The activation named on the command line. Validated by the activation registry alone:
+    :mod:`initlab.config` (the whole config's models) is imported only to phrase an error."""
+    from pydantic import ValidationError
+
+    from initlab.activations import parse_activation
+
+    value = {"name": name, **_parse_params(params)}
+    try:
+        return parse_activation(value)
+    except ValidationError:
+        from initlab.config import parse_cli_choice
+
+        result: Activation = parse_cli_choice("activation", value, source)  # raises, phrased like a config's
+        return result
 
 
 @app.command()
@@ -228,7 +248,6 @@ def gain(
     """The gain an activation needs, by several definitions side by side."""
     with user_errors(debug):
         from initlab import activations
-        from initlab.config import parse_cli_choice
         from initlab.errors import InitlabError
 
         if all_ == (activation is not None):
@@ -237,7 +256,7 @@ def gain(
             raise InitlabError("--param applies to one ACTIVATION, not --all")
         check_seeds(seed, 1, "--seed")
         if activation is not None:
-            chosen = [parse_cli_choice("activation", {"name": activation, **_parse_params(param or [])}, "gain")]
+            chosen = [_activation(activation, param or [], "gain")]
         else:
             chosen = [activations.parse_activation(name) for name in activations.names()]
         from rich.console import Console
@@ -457,10 +476,9 @@ def theory(
 ) -> None:
     """Mean-field theory of a deep random MLP: q*, χ₁, c*, ξ_q, ξ_c, phase, per-layer prediction."""
     with user_errors(debug):
-        from initlab.config import parse_cli_choice
         from initlab.errors import InitlabError
 
-        act = parse_cli_choice("activation", {"name": activation, **_parse_params(param or [])}, "theory")
+        act = _activation(activation, param or [], "theory")
         numbers = {"--sw2": sw2, "--sb2": sb2, "--q0": q0, "--sw2-max": sw2_max, "--sb2-max": sb2_max}
         for option, number in numbers.items():
             positive = option in ("--q0", "--sw2-max", "--sb2-max")

@@ -11,12 +11,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from initlab.config import Config
 from initlab.errors import InitlabError
+
+if TYPE_CHECKING:
+    from initlab.config import Config
 
 DTYPES = {
     "float32": torch.float32,

@@ -45,9 +45,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from initlab.config import VerdictConfig
-
 if TYPE_CHECKING:
+    from initlab.config import VerdictConfig
     from initlab.theory import Prediction
 
 Regime = Literal["explosion", "vanishing", "saturated", "stable"]

@@ -21,12 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from initlab.config import Config, to_yaml
 from initlab.errors import InitlabError
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from initlab.config import Config
     from initlab.runner import Result
     from initlab.seeds import SeedStudy
 
@@ -173,6 +173,8 @@ def _rename_unique(stage: Path, parent: Path, ident: str) -> Path:
 
 def study_files(config: Config, layers: pd.DataFrame, summary: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
     """The files of a ``run`` results folder, as text."""
+    from initlab.config import to_yaml  # here, not at the top: the quick commands' JSON needs no config
+
     return {
         "config.yaml": to_yaml(config),
         "layers.csv": csv_text(layers),

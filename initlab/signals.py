@@ -8,8 +8,10 @@ Declared once here for the tables (:mod:`initlab.sweep`, :mod:`initlab.seeds`), 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from initlab.regimes import Signal
+if TYPE_CHECKING:  # a type only: the quick commands' reports need no verdict logic
+    from initlab.regimes import Signal
 
 
 @dataclass(frozen=True)

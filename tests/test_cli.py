@@ -92,6 +92,34 @@ def test_help_does_not_import_torch_pandas_or_matplotlib() -> None:
     assert "Commands" in done.stdout and "run" in done.stdout and "compare" in done.stdout
 
 
+#: Modules the quick commands must not import: config loading (pydantic models of the whole
+#: config, YAML) and the study's data and plotting stacks. Each costs start-up time.
+_NOT_FOR_QUICK_COMMANDS = ("initlab.config", "initlab.schemes", "initlab.yamlfile", "initlab.regimes", "yaml",
+                           "pandas", "matplotlib")
+
+
+@pytest.mark.parametrize(
+    ("args", "absent"),
+    [
+        (["gain", "tanh", "--samples", "1000"], _NOT_FOR_QUICK_COMMANDS),
+        (["gain", "leaky_relu", "--param", "negative_slope=0.2", "--samples", "1000", "--json"],  # --param: YAML
+         ("initlab.config", "initlab.schemes", "initlab.regimes", "pandas", "matplotlib")),
+        (["theory", "tanh", "--sw2", "1.5"], ("torch", *_NOT_FOR_QUICK_COMMANDS)),
+        (["theory", "relu", "--critical", "--json"], ("torch", *_NOT_FOR_QUICK_COMMANDS)),
+    ],
+)
+def test_quick_commands_import_only_what_they_need(args: list[str], absent: tuple[str, ...]) -> None:
+    code = (
+        "import sys\n"
+        "from initlab.cli import app\n"
+        f"try:\n    app({args!r})\nexcept SystemExit as err:\n    assert not err.code, err.code\n"
+        f"print(sorted(name for name in {absent!r} if name in sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]", f"imported: {done.stderr.strip().splitlines()[-1]}"
+
+
 def test_gain_shows_every_definition_side_by_side() -> None:
     code, out, err = invoke("gain", "tanh", "--samples", "20000")
     assert code == 0, err

@@ -77,6 +77,68 @@ def test_quadrature_rule_moments() -> None:
 
 
 @pytest.mark.parametrize("value", VARIANTS, ids=_id)
+def test_quadrature_runs_on_one_thread_with_the_same_bits(value: str | dict[str, Any]) -> None:
+    """Small tensors in a row: one thread is faster; the moments must equal the multi-threaded
+    computation bit for bit, and the caller's thread count must be restored."""
+    fn = parse_activation(value).function()
+    scales = np.geomspace(1e-3, 1e3, 100)  # the fate's largest batch of scales
+    seen: list[int] = []
+
+    def watched(t: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return fn(t)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x, w = G._normal_rule()
+        with torch.no_grad():
+            y = fn(torch.from_numpy(scales)[:, None] * x[None, :])  # the plain route, on two threads
+            expected = ((y @ w).numpy(), ((y * y) @ w).numpy())
+        mean, second = G._moments(watched, scales)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
+    assert np.array_equal(mean, expected[0]) and np.array_equal(second, expected[1])
+
+
+@pytest.mark.parametrize("value", VARIANTS, ids=_id)
+def test_std_ratio_elementwise_on_one_thread_with_the_same_bits(value: str | dict[str, Any]) -> None:
+    """The elementwise passes run on one thread, in place; ratio and error equal the plain
+    expressions (reductions on two threads, as torch splits them) bit for bit."""
+    activation = parse_activation(value)
+    seen: list[int] = []
+
+    class Watched(Activation):  # the same activation, recording torch's thread count when applied
+        name: str = "watched"
+
+        def function(self) -> Any:
+            fn = activation.function()
+
+            def watched(t: torch.Tensor) -> torch.Tensor:
+                seen.append(torch.get_num_threads())
+                return fn(t)
+
+            return watched
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(200_000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        y = activation.function()(x)
+        sx, sy = x.std(), y.std()
+        u = (x - x.mean()) ** 2 / sx**2 - (y - y.mean()) ** 2 / sy**2
+        ratio = float(sx / sy)
+        expected = (ratio, ratio * float(u.std()) / (2.0 * math.sqrt(200_000)))
+        assert G.std_ratio_gain(Watched(), samples=200_000, seed=3) == expected
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
+
+
+@pytest.mark.parametrize("value", VARIANTS, ids=_id)
 def test_quadrature_matches_scipy(value: str | dict[str, Any]) -> None:
     activation = parse_activation(value)
     mean, second = G.gaussian_moments(activation)
