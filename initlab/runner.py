@@ -24,12 +24,12 @@ from initlab.gradient_theory import GradientPrediction, backward_theory_summary,
 from initlab.model import MLP, ConstructionDraws, build, draw_input, probe_targets
 from initlab.probes import Accumulator, ForwardProbe, GradientProbe, Record
 from initlab.regimes import Trace, Verdict, backward_trace, judge, judge_backward
-from initlab.statistics import Statistic, histogram_edges, statistics_for
+from initlab.statistics import GRADIENT_OF, RESIDUAL_POST, Statistic, histogram_edges, statistics_for
 from initlab.theory import Prediction, input_second_moment, predict
 
 #: Column order of the per-layer table: pre-activation, block output, weights, then their gradients.
-_PREFIX = {"pre": "pre_", "post": "", "weight": "weight_", "grad": "grad_", "pre_grad": "pre_grad_",
-           "weight_grad": "weight_grad_"}
+_PREFIX = {"pre": "pre_", "post": "", "normed": "norm_", "branch": "branch_", "weight": "weight_", "grad": "grad_",
+           "pre_grad": "pre_grad_", "weight_grad": "weight_grad_"}
 _ORDER = ["std", "rms", "mean", "absmax", "nonfinite", "saturated", "zero", "dead"]
 
 
@@ -204,7 +204,7 @@ def _passes(
     backward = config.backward is not None
     targets = probe_targets(model)
     with torch.set_grad_enabled(backward), ForwardProbe(targets, site_statistics(config)) as probe, \
-            GradientProbe(targets if backward else [], probe.accumulator):
+            GradientProbe([t for t in targets if t[1] in GRADIENT_OF] if backward else [], probe.accumulator):
         record_weights(probe.accumulator, model, "weight")
         probe.accumulator.add((-1, "input"), x)
         tick = time.perf_counter()
@@ -237,8 +237,12 @@ def site_statistics(config: Config) -> dict[str, list[Statistic]]:
     """The statistics every site records (:data:`initlab.statistics.SITE_STATISTICS`), the forward signal's
     histogram, the input's moments, and the gradient sites where the backward pass is on."""
     activation = config.model.activation
+    model = config.model
     names = ["pre", "post", "weight"] + (["pre_grad", "grad", "weight_grad"] if config.backward is not None else [])
+    names += (["normed"] if model.norm != "none" else []) + (["branch"] if model.block == "residual" else [])
     sites = {site: statistics_for(site, activation) for site in names}
+    if model.block == "residual":
+        sites["post"] = statistics_for("post", activation, RESIDUAL_POST)
     sites["post"] += statistics_for("post", activation, ["histogram"])  # the forward signal's picture
     sites["input"] = statistics_for("input", activation, ["moments"])
     return sites
