@@ -94,9 +94,13 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     records = [r for r in records if r["stat"] != "histogram"]
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
     table = layer_table(pd.DataFrame.from_records([r for r in records if r["site"] != "input"]), config.model.depth)
+    if config.model.block == "residual":
+        input_mean = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "mean")
+        table = with_skip_ratio(table, input_std, input_mean, config)
     prediction = predict(config, input_second_moment(config.data))
     largest = devices.largest(config.dtype)
-    verdict = judge(trace_of(table, input_std, config.model.width), config.verdict, prediction, largest)
+    residual = config.model.block == "residual"
+    verdict = judge(trace_of(table, input_std, config.model.width, residual), config.verdict, prediction, largest)
     gradient = None
     if config.backward is not None:
         gradient = gradient_prediction(prediction, config.backward.upstream, config.model.activation)
@@ -111,8 +115,28 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
                   backward, spectrum, predicted)
 
 
-def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None) -> Trace:
-    """What the verdict reads from a per-layer table (layers.csv's columns)."""
+def with_skip_ratio(table: pd.DataFrame, input_std: float | None, input_mean: float | None, config: Config
+                    ) -> pd.DataFrame:
+    """``table`` plus ``skip_ratio``: rms(x)/rms(α·branch) of every residual block, x its input (the
+    previous block's output, the input batch for block 0); rms from the recorded std (n - 1) and mean."""
+    n = config.data.batch_size * config.model.width
+    std = np.concatenate([[np.nan if input_std is None else input_std], table["std"].to_numpy(np.float64)[:-1]])
+    mean = np.concatenate([[np.nan if input_mean is None else input_mean], table["mean"].to_numpy(np.float64)[:-1]])
+
+    def rms(s: np.ndarray, m: np.ndarray) -> np.ndarray:
+        return np.sqrt(s * s * (n - 1) / n + m * m)  # type: ignore[no-any-return]
+
+    branch = rms(table["branch_std"].to_numpy(np.float64), table["branch_mean"].to_numpy(np.float64))
+    with np.errstate(all="ignore"):
+        ratio = rms(std, mean) / (config.model.alpha * branch)
+    out: pd.DataFrame = table.copy()
+    out["skip_ratio"] = np.where(np.isfinite(ratio), ratio, np.nan)
+    return out
+
+
+def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None, residual: bool = False) -> Trace:
+    """What the verdict reads from a per-layer table (layers.csv's columns); in a residual stream the
+    saturated and dead fractions are the branch's."""
 
     def column(name: str) -> list[float | None]:
         values = table[name].tolist() if name in table.columns else []
@@ -121,7 +145,8 @@ def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None) ->
     return Trace(
         std=column("std"), nonfinite=table["nonfinite"].tolist(), input_std=input_std,
         pre_nonfinite=table["pre_nonfinite"].tolist() if "pre_nonfinite" in table.columns else [],
-        saturated=column("saturated"), dead=column("dead"), width=width,
+        saturated=column("branch_saturated" if residual else "saturated"),
+        dead=column("branch_dead" if residual else "dead"), width=width, residual=residual,
     )
 
 

@@ -735,6 +735,7 @@ class Prediction:
     finite_width_log_std_spread: float | None
     depth_over_width: float
     notes: tuple[str, ...] = ()
+    residual: bool = False  # residual blocks (initlab.residual_theory): no fixed point, per-block columns only
 
     def summary(self) -> dict[str, object]:
         """The scalar figures, for summary.json's ``theory`` key (None where undefined)."""
@@ -800,7 +801,7 @@ def _residual(config: Config, e: Elementwise, ex2: float, sw2: list[float], sb2:
         applicable=True, reason=None, q=q, pre_std=[math.sqrt(v) for v in q], post_std=post, chi=chi,
         q_star=None, chi1=None, phase=None, c_star=None, chi_c=None, xi_q=None, xi_c=None, sigma_w2=sw2,
         sigma_b2=sb2, input_second_moment=ex2, finite_width_log_std_drift=None, finite_width_log_std_spread=None,
-        depth_over_width=config.model.depth / config.model.width, notes=tuple(notes),
+        depth_over_width=config.model.depth / config.model.width, notes=tuple(notes), residual=True,
     )
 
 
