@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -106,7 +106,8 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
         gradient = gradient_prediction(prediction, config.backward.upstream, config.model.activation)
     backward = None
     if config.backward is not None:
-        backward = judge_backward(backward_trace_of(table, config.model.width), config.verdict,
+        trace = replace(backward_trace_of(table, config.model.width), residual=residual)
+        backward = judge_backward(trace, config.verdict,
                                   gradient.rms if gradient else None, backward_theory(prediction, config), largest)
     meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "input_std": input_std}
     table = with_theory(table, prediction, gradient)
