@@ -234,9 +234,9 @@ def test_shipped_configs(name: str) -> None:
 @pytest.mark.parametrize(("depth", "width"), [(50, 128), (200, 512)])
 def test_classic_outcomes_over_seeds_depths_widths(seed: int, depth: int, width: int) -> None:
     def run(name: str, *more: str):  # type: ignore[no-untyped-def]
+        scaled = [f"init.std={width ** -0.5}"] if name.startswith("resnet-linear") else []  # N(0, 1/n)
         return initlab.run(load_config(CONFIGS / f"{name}.yaml", [
-            f"seed={seed}", f"model.depth={depth}", f"model.width={width}", "backward=false",
-            f"init.std={width ** -0.5}" if name.startswith(("resnet-linear",)) else "seed=" + str(seed), *more]))
+            f"seed={seed}", f"model.depth={depth}", f"model.width={width}", "backward=false", *scaled, *more]))
 
     scaled = run("resnet-linear-scaled").verdict
     assert scaled.regime == "stable" and scaled.ratio == pytest.approx(math.sqrt((1 + 1 / depth) ** depth), rel=0.1)
