@@ -355,6 +355,8 @@ class Config(Frozen):
         if self.jacobian is not None and self.jacobian.samples > self.data.batch_size:
             yield "jacobian.samples", (f"{self.jacobian.samples} inputs asked for, and the batch has "
                                        f"{self.data.batch_size}: at most data.batch_size")
+        if self.jacobian is not None and (self.model.block, self.model.norm) != ("plain", "none"):
+            yield "jacobian", "the Jacobian covers plain blocks without a norm (model.block: plain, model.norm: none)"
         if self.data_parallel is not None and self.device == "cpu":
             yield "data_parallel", "needs device: cuda (or auto); device is cpu"
         if self.data_parallel is not None and self.device.startswith("cuda:"):

@@ -145,6 +145,12 @@ def test_nonsense_is_one_clear_line(override: str, message: str, tmp_path) -> No
     assert "Traceback" not in result.output and not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("model", [{"block": "residual"}, {"norm": "layernorm"}])
+def test_the_jacobian_is_refused_for_other_blocks(model: dict[str, str]) -> None:
+    with pytest.raises(Exception, match="the Jacobian covers plain blocks without a norm"):
+        make_config(model={"width": 4, **model}, jacobian={"samples": 2})
+
+
 def test_batchnorm_needs_two_inputs() -> None:
     with pytest.raises(Exception, match="batchnorm normalises over the batch"):
         make_config(model={"norm": "batchnorm", "width": 4}, data={"batch_size": 1})
