@@ -237,7 +237,7 @@ def test_shipped_configs(name: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [2, 3, 4])
-@pytest.mark.parametrize(("depth", "width"), [(50, 128), (200, 512)])
+@pytest.mark.parametrize(("depth", "width"), [(40, 64), (150, 256)])
 def test_classic_outcomes_over_seeds_depths_widths(seed: int, depth: int, width: int) -> None:
     def run(name: str, *more: str):  # type: ignore[no-untyped-def]
         scaled = [f"init.std={width ** -0.5}"] if name.startswith("resnet-linear") else []  # N(0, 1/n)
