@@ -739,7 +739,7 @@ class Prediction:
 
     def summary(self) -> dict[str, object]:
         """The scalar figures, for summary.json's ``theory`` key (None where undefined)."""
-        return {
+        out: dict[str, object] = {
             "applicable": self.applicable, "reason": self.reason, "q_star": self.q_star, "chi1": self.chi1,
             "phase": self.phase, "c_star": self.c_star, "chi_c": self.chi_c, "xi_q": self.xi_q, "xi_c": self.xi_c,
             "sigma_b2": self.sigma_b2, "input_second_moment": self.input_second_moment,
@@ -747,6 +747,9 @@ class Prediction:
             "finite_width_log_std_spread": self.finite_width_log_std_spread,
             "depth_over_width": self.depth_over_width, "notes": list(self.notes),
         }
+        if self.residual:  # only then: a plain study's summary.json is unchanged
+            out["residual"] = True
+        return out
 
 
 def _layer_variances(config: Config) -> tuple[list[float | None], list[str]]:

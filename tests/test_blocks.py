@@ -190,6 +190,15 @@ def test_residual_theory_is_the_independent_recursion() -> None:
     assert table["theory_std"].tolist() == pytest.approx(expected, rel=1e-9)
 
 
+def test_residual_theory_line_names_no_fixed_point(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = CliRunner().invoke(app, ["run", str(CONFIGS / "resnet-linear-scaled.yaml"), "model.depth=4",
+                                      "--no-save"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # the line as one, however it wrapped
+    assert "theory: per-block columns (mean field, wide-network limit); residual blocks, α = 0.5:" in text
+    assert "q* = n/a" not in text
+
+
 @pytest.mark.parametrize(("block", "norm", "activation"), [
     ("residual", "none", "relu"), ("residual", "layernorm", "tanh"), ("plain", "batchnorm", "tanh"),
 ])
