@@ -62,6 +62,15 @@ def _check_device(value: str) -> str:
     return value
 
 
+def _residual_scale(value: Any) -> Any:
+    """α as given: a positive number or ``auto``, one line otherwise."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise custom_error("residual_scale", "expected a positive number or auto")
+    return float(value)
+
+
 class ModelConfig(Frozen):
     """The network: ``depth`` blocks of ``Linear(width, width)`` followed by ``activation``."""
 
@@ -72,14 +81,39 @@ class ModelConfig(Frozen):
     bias_std: NonNegativeFloat | None = Field(
         None, description="σb, the bias std in one field: sets bias: true and init.bias: {scheme: normal, mean: 0, "
         "std: σb} (so a --grid can sweep it); unset: bias and init.bias say it")
+    block: Literal["plain", "residual"] = Field(
+        "plain", description="plain: activation(linear(x)); residual: x + α·activation(linear(norm(x)))")
+    residual_scale: Annotated[float | Literal["auto"] | None, BeforeValidator(_residual_scale)] = Field(
+        None, description="α of a residual block: a number, or auto = 1/√depth; unset: 1")
+    norm: Literal["none", "layernorm", "batchnorm"] = Field(
+        "none", description="plain: activation(norm(linear(x))); residual: norm before the branch's Linear "
+        "(pre-norm). PyTorch defaults (weight 1, bias 0); batchnorm uses the batch's statistics (training mode)")
+
+    #: Left out of a dump when they hold these values, so every config without them dumps (and
+    #: hashes) as it did before they existed.
+    _LEFT_OUT: ClassVar[dict[str, Any]] = {"bias_std": None, "block": "plain", "residual_scale": None, "norm": "none"}
 
     @model_serializer(mode="wrap")
     def _unset_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Left out when unset, so every config without it dumps (and hashes) as it did before it existed.
         out: dict[str, Any] = handler(self)
-        if out.get("bias_std") is None:
-            out.pop("bias_std", None)
+        for key, default in self._LEFT_OUT.items():
+            if key in out and out[key] == default:
+                out.pop(key)
         return out
+
+    @model_validator(mode="after")
+    def _scale_needs_residual(self) -> ModelConfig:
+        if self.residual_scale is not None and self.block != "residual":
+            raise custom_error("conflict", "scales a residual block's branch: give it with block: residual",
+                               path="model.residual_scale")
+        return self
+
+    @property
+    def alpha(self) -> float:
+        """α, the residual branch's scale (1 unless ``residual_scale`` says otherwise)."""
+        if self.residual_scale == "auto":
+            return 1.0 / math.sqrt(self.depth)
+        return 1.0 if self.residual_scale is None else float(self.residual_scale)
 
 
 #: The bias schemes ``model.bias_std`` replaces: the default, and its own (a config's dump has one).
@@ -317,6 +351,8 @@ class Config(Frozen):
         depth, act = self.model.depth, self.model.activation
         if self.model.width * self.data.batch_size < 2:
             yield "data.batch_size", "a std needs at least 2 values per layer: raise batch_size or model.width"
+        if self.model.norm == "batchnorm" and self.data.batch_size < 2:
+            yield "data.batch_size", "batchnorm normalises over the batch: it needs data.batch_size >= 2"
         seen: set[int] = set()
         for i, layer in enumerate(self.init.layers):
             if not -depth <= layer.index < depth:
@@ -331,6 +367,8 @@ class Config(Frozen):
         if self.jacobian is not None and self.jacobian.samples > self.data.batch_size:
             yield "jacobian.samples", (f"{self.jacobian.samples} inputs asked for, and the batch has "
                                        f"{self.data.batch_size}: at most data.batch_size")
+        if self.jacobian is not None and (self.model.block, self.model.norm) != ("plain", "none"):
+            yield "jacobian", "the Jacobian covers plain blocks without a norm (model.block: plain, model.norm: none)"
         if self.data_parallel is not None and self.device == "cpu":
             yield "data_parallel", "needs device: cuda (or auto); device is cpu"
         if self.memory == "stream" and self.data_parallel is not None:

@@ -26,21 +26,48 @@ class Linear(nn.Linear):
 
 
 class Block(nn.Module):
-    """``activation(linear(x))``; probes read ``linear``'s output (pre) and the block's (post)."""
+    """``activation(linear(x))``, or with a norm ``activation(norm(linear(x)))``; probes read ``linear``'s
+    output (pre), ``norm``'s (normed) and the block's (post)."""
 
-    def __init__(self, linear: nn.Linear, activation: nn.Module) -> None:
+    def __init__(self, linear: nn.Linear, activation: nn.Module, norm: nn.Module | None = None) -> None:
         super().__init__()
         self.linear = linear
+        if norm is not None:  # registered only when there is one: a plain block's keys stay as they were
+            self.norm = norm
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.linear(x))  # type: ignore[no-any-return]
+        h = self.linear(x)
+        if hasattr(self, "norm"):
+            h = self.norm(h)
+        return self.activation(h)  # type: ignore[no-any-return]
+
+
+class ResidualBlock(nn.Module):
+    """``x + α·activation(linear(norm(x)))`` (pre-norm; no norm: ``x + α·activation(linear(x))``).
+
+    Probes read ``linear``'s output (pre), ``norm``'s (normed: the norm's input is the block's
+    input, the previous block's output), ``activation``'s (branch, before α) and the block's (post).
+    """
+
+    def __init__(self, linear: nn.Linear, activation: nn.Module, alpha: float, norm: nn.Module | None = None
+                 ) -> None:
+        super().__init__()
+        self.linear = linear
+        if norm is not None:
+            self.norm = norm
+        self.activation = activation
+        self.alpha = alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x) if hasattr(self, "norm") else x
+        return x + self.alpha * self.activation(self.linear(h))  # type: ignore[no-any-return]
 
 
 class MLP(nn.Module):
     """``depth`` blocks applied in order."""
 
-    def __init__(self, blocks: list[Block]) -> None:
+    def __init__(self, blocks: list[Block | ResidualBlock]) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
 
@@ -111,7 +138,20 @@ def build(
             config.init.scheme_for(i, depth).init_(linear.weight, activation, generator)
             if linear.bias is not None:
                 config.init.bias.init_(linear.bias, activation, generator)
-    return MLP([Block(linear, activation.module()) for linear in linears])
+    return MLP([_block(config, linear, dtype) for linear in linears])
+
+
+def _block(config: Config, linear: nn.Linear, dtype: torch.dtype) -> Block | ResidualBlock:
+    """One block around ``linear``; its norm, if any, at PyTorch's defaults (it draws nothing)."""
+    model = config.model
+    norm: nn.Module | None = None
+    if model.norm == "layernorm":
+        norm = nn.LayerNorm(model.width, dtype=dtype, device=linear.weight.device)
+    elif model.norm == "batchnorm":  # in training mode, as built: it normalises by the batch's statistics
+        norm = nn.BatchNorm1d(model.width, dtype=dtype, device=linear.weight.device)
+    if model.block == "residual":
+        return ResidualBlock(linear, model.activation.module(), model.alpha, norm)
+    return Block(linear, model.activation.module(), norm)
 
 
 def draw_input(config: Config, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
@@ -128,9 +168,15 @@ def draw_input(config: Config, generator: torch.Generator, dtype: torch.dtype) -
 
 
 def probe_targets(model: MLP) -> list[tuple[int, str, nn.Module]]:
-    """``(layer, site, module)`` for every block: ``pre`` = Linear output, ``post`` = block output."""
+    """``(layer, site, module)`` for every block: ``pre`` = Linear output, ``post`` = block output;
+    with a norm, ``normed`` = the norm's output; in a residual block, ``branch`` = the branch's
+    output before α (the activation's)."""
     targets: list[tuple[int, str, nn.Module]] = []
     for i, block in enumerate(model.blocks):
-        assert isinstance(block, Block)
+        assert isinstance(block, (Block, ResidualBlock))
         targets += [(i, "pre", block.linear), (i, "post", block)]
+        if hasattr(block, "norm"):
+            targets.append((i, "normed", block.norm))
+        if isinstance(block, ResidualBlock):
+            targets.append((i, "branch", block.activation))
     return targets

@@ -67,6 +67,7 @@ class Trace:
     width: int | None = None
     layers: Sequence[int] = ()  # the block of every entry; empty: 0, 1, 2, ... (backward: L-1 down to 0)
     signal: Signal = "forward"
+    residual: bool = False  # a residual stream: growth like a power of the depth is stable (POLYNOMIAL_POWER)
 
 
 @dataclass(frozen=True)
@@ -425,9 +426,14 @@ def _decide(f: dict[str, Any], th: VerdictConfig, shape: TheoryShape | None, wor
     beyond_orders = abs(decades) >= th.orders
     beyond = beyond_orders or sign * decades >= sign * math.log10(limit)
     moving, said, source = False, "", None
+    what = f"{abs(decades):.3g} decades end to end" if beyond_orders else f"beyond x{limit:g}"
+    power = _power(f) if words.trace.residual and sign > 0 and beyond else None
+    if power is not None and power <= POLYNOMIAL_POWER:
+        return "stable", (f"{what} but it grows like a power of the depth, l^{power:.2g} over layers "
+                          f"{words.layer(f['tail_start'])}-{words.layer(f['last_finite_layer'])} (a residual "
+                          f"stream's growth, at most l^{POLYNOMIAL_POWER:g}: not geometric)"), "measured"
     if beyond:
         moving, said, source = _moving(f, sign, th, shape, beyond_orders)
-    what = f"{abs(decades):.3g} decades end to end" if beyond_orders else f"beyond x{limit:g}"
     if moving:
         return regime, f"{what} and {said}: {tail}", source
     if f["saturated_fraction"] is not None and f["saturated_fraction"] >= th.saturation:
@@ -438,6 +444,23 @@ def _decide(f: dict[str, Any], th: VerdictConfig, shape: TheoryShape | None, wor
     if beyond:
         return "stable", f"{what} but {said}: {tail}", source
     return "stable", f"within x{th.vanish_ratio:g} to x{th.explode_ratio:g} of the reference; {tail}", None
+
+
+#: A residual stream whose std grows at most like l^POLYNOMIAL_POWER over the tail is stable: adding a
+#: bounded branch block after block (pre-norm) grows the second moment linearly, the std like √l, and
+#: a net of any depth still trains; geometric growth (x r per block) shows as a power that grows with
+#: the depth (l·ln r at block l), beyond any fixed bound.
+POLYNOMIAL_POWER = 1.0
+
+
+def _power(f: dict[str, Any]) -> float | None:
+    """The exponent k of std ~ l^k over the tail, from the tail's least-squares change; l counts blocks
+    (the tail's first point has had ``tail_start`` blocks, its last ``last_finite_layer + 1``). None where
+    the tail is too short to say."""
+    start, last, change = f["tail_start"], f["last_finite_layer"], f["tail_change"]
+    if start is None or last is None or change is None or start < 1 or last + 1 - start < 3:
+        return None
+    return float(change / math.log10((last + 1) / start))
 
 
 def _tail_text(f: dict[str, Any], words: _Words) -> str:
@@ -479,7 +502,7 @@ def theory_figures(prediction: Prediction, input_std: float | None, thresholds: 
         return {"theory_regime": None, "theory_ratio": None}
     over = next((i for i, p in enumerate(prediction.pre_std) if not p * 8 < largest), len(prediction.pre_std))
     std = [s if i < over and math.isfinite(s) else None for i, s in enumerate(prediction.post_std)]
-    trace = Trace(std, [0.0 if s is not None else 1.0 for s in std], input_std)
+    trace = Trace(std, [0.0 if s is not None else 1.0 for s in std], input_std, residual=prediction.residual)
     verdict = classify(trace, thresholds, prediction.summary())
     return {"theory_regime": verdict.regime, "theory_ratio": verdict.ratio}
 

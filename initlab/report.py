@@ -37,6 +37,8 @@ _COLUMNS = [
     ("layer", "layer"), ("weight_std", "w std"), ("pre_std", "pre std"), ("theory_pre_std", "pre std\ntheory"),
     ("std", "std"), ("theory_std", "std\ntheory"), ("mean", "mean"),
     ("absmax", "max|x|"), ("nonfinite", "nonfin"), ("saturated", "satur."), ("zero", "zeros"), ("dead", "dead"),
+    ("norm_std", "norm\nstd"), ("branch_std", "branch\nstd"), ("branch_saturated", "branch\nsatur."),
+    ("branch_dead", "branch\ndead"), ("skip_ratio", "skip/\nbranch"),
     ("grad_rms", "grad\nrms"), ("theory_grad_rms", "grad rms\ntheory"), ("grad_nonfinite", "grad\nnonfin"),
     ("weight_grad_std", "w grad\nstd"), ("grad_ratio", "w grad/\nw std"),
 ]

@@ -48,6 +48,8 @@ def summary_line(theory: dict[str, Any]) -> str:
     (:meth:`initlab.theory.Prediction.summary`), ``n/a`` where undefined, or why the theory does not apply."""
     if not theory["applicable"]:
         return f"theory: does not apply: {theory['reason']}"
+    if theory.get("residual"):  # a residual stream has no fixed point, phase or depth scale: the columns say it
+        return "; ".join(["theory: per-block columns (mean field, wide-network limit)", *theory.get("notes", [])])
     phase = PHASE_TEXT.get(theory["phase"], theory["phase"]) or "n/a"
     line = (f"theory: q* = {num(theory['q_star'])}, χ₁ = {num(theory['chi1'])}, phase {phase}, "
             f"ξ_c = {num(theory['xi_c'])} layers (mean field, wide-network limit)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -24,13 +24,13 @@ from initlab.gradient_theory import GradientPrediction, backward_theory_summary,
 from initlab.model import MLP, ConstructionDraws, build, draw_input, probe_targets
 from initlab.probes import Accumulator, ForwardProbe, GradientProbe, Record
 from initlab.regimes import Trace, Verdict, backward_trace, judge, judge_backward
-from initlab.statistics import Statistic, histogram_edges, statistics_for
+from initlab.statistics import GRADIENT_OF, RESIDUAL_POST, Statistic, histogram_edges, statistics_for
 from initlab.theory import Prediction, input_second_moment, predict
 from initlab.upstream import draw_upstream, upstream_gradient
 
 #: Column order of the per-layer table: pre-activation, block output, weights, then their gradients.
-_PREFIX = {"pre": "pre_", "post": "", "weight": "weight_", "grad": "grad_", "pre_grad": "pre_grad_",
-           "weight_grad": "weight_grad_"}
+_PREFIX = {"pre": "pre_", "post": "", "normed": "norm_", "branch": "branch_", "weight": "weight_", "grad": "grad_",
+           "pre_grad": "pre_grad_", "weight_grad": "weight_grad_"}
 _ORDER = ["std", "rms", "mean", "absmax", "nonfinite", "saturated", "zero", "dead"]
 
 
@@ -99,15 +99,20 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
     records = [r for r in records if r["stat"] != "histogram"]
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
     table = layer_table(pd.DataFrame.from_records([r for r in records if r["site"] != "input"]), config.model.depth)
+    if config.model.block == "residual":
+        input_mean = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "mean")
+        table = with_skip_ratio(table, input_std, input_mean, config)
     prediction = predict(config, input_second_moment(config.data))
     largest = devices.largest(config.dtype)
-    verdict = judge(trace_of(table, input_std, config.model.width), config.verdict, prediction, largest)
+    residual = config.model.block == "residual"
+    verdict = judge(trace_of(table, input_std, config.model.width, residual), config.verdict, prediction, largest)
     gradient = None
     if config.backward is not None:
         gradient = gradient_prediction(prediction, config.backward.upstream, config.model.activation)
     backward = None
     if config.backward is not None:
-        backward = judge_backward(backward_trace_of(table, config.model.width), config.verdict,
+        trace = replace(backward_trace_of(table, config.model.width), residual=residual)
+        backward = judge_backward(trace, config.verdict,
                                   gradient.rms if gradient else None, backward_theory(prediction, config), largest)
     meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "memory": memory,
             "input_std": input_std}
@@ -117,8 +122,28 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
                   backward, spectrum, predicted)
 
 
-def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None) -> Trace:
-    """What the verdict reads from a per-layer table (layers.csv's columns)."""
+def with_skip_ratio(table: pd.DataFrame, input_std: float | None, input_mean: float | None, config: Config
+                    ) -> pd.DataFrame:
+    """``table`` plus ``skip_ratio``: rms(x)/rms(α·branch) of every residual block, x its input (the
+    previous block's output, the input batch for block 0); rms from the recorded std (n - 1) and mean."""
+    n = config.data.batch_size * config.model.width
+    std = np.concatenate([[np.nan if input_std is None else input_std], table["std"].to_numpy(np.float64)[:-1]])
+    mean = np.concatenate([[np.nan if input_mean is None else input_mean], table["mean"].to_numpy(np.float64)[:-1]])
+
+    def rms(s: np.ndarray, m: np.ndarray) -> np.ndarray:
+        return np.sqrt(s * s * (n - 1) / n + m * m)  # type: ignore[no-any-return]
+
+    branch = rms(table["branch_std"].to_numpy(np.float64), table["branch_mean"].to_numpy(np.float64))
+    with np.errstate(all="ignore"):
+        ratio = rms(std, mean) / (config.model.alpha * branch)
+    out: pd.DataFrame = table.copy()
+    out["skip_ratio"] = np.where(np.isfinite(ratio), ratio, np.nan)
+    return out
+
+
+def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None, residual: bool = False) -> Trace:
+    """What the verdict reads from a per-layer table (layers.csv's columns); in a residual stream the
+    saturated and dead fractions are the branch's."""
 
     def column(name: str) -> list[float | None]:
         values = table[name].tolist() if name in table.columns else []
@@ -127,7 +152,8 @@ def trace_of(table: pd.DataFrame, input_std: float | None, width: int | None) ->
     return Trace(
         std=column("std"), nonfinite=table["nonfinite"].tolist(), input_std=input_std,
         pre_nonfinite=table["pre_nonfinite"].tolist() if "pre_nonfinite" in table.columns else [],
-        saturated=column("saturated"), dead=column("dead"), width=width,
+        saturated=column("branch_saturated" if residual else "saturated"),
+        dead=column("branch_dead" if residual else "dead"), width=width, residual=residual,
     )
 
 
@@ -210,7 +236,7 @@ def _passes(
     backward = config.backward is not None
     targets = probe_targets(model)
     with torch.set_grad_enabled(backward), ForwardProbe(targets, site_statistics(config)) as probe, \
-            GradientProbe(targets if backward else [], probe.accumulator):
+            GradientProbe([t for t in targets if t[1] in GRADIENT_OF] if backward else [], probe.accumulator):
         record_weights(probe.accumulator, model, "weight")
         probe.accumulator.add((-1, "input"), x)
         tick = time.perf_counter()
@@ -243,8 +269,12 @@ def site_statistics(config: Config) -> dict[str, list[Statistic]]:
     """The statistics every site records (:data:`initlab.statistics.SITE_STATISTICS`), the forward signal's
     histogram, the input's moments, and the gradient sites where the backward pass is on."""
     activation = config.model.activation
+    model = config.model
     names = ["pre", "post", "weight"] + (["pre_grad", "grad", "weight_grad"] if config.backward is not None else [])
+    names += (["normed"] if model.norm != "none" else []) + (["branch"] if model.block == "residual" else [])
     sites = {site: statistics_for(site, activation) for site in names}
+    if model.block == "residual":
+        sites["post"] = statistics_for("post", activation, RESIDUAL_POST)
     sites["post"] += statistics_for("post", activation, ["histogram"])  # the forward signal's picture
     sites["input"] = statistics_for("input", activation, ["moments"])
     return sites

@@ -364,15 +364,20 @@ STATISTICS: dict[str, Callable[[Activation], Statistic | None]] = {
     "histogram": lambda act: HISTOGRAM,
 }
 #: Which statistics each site records by default: a block's pre-activation (its Linear's
-#: output), its output (post), its weights, and the gradients of the three.
+#: output), its output (post), its weights, the gradients of the three; a norm's output (normed)
+#: and a residual block's branch (before α). A residual block's output is a sum, not an
+#: activation's: it records :data:`RESIDUAL_POST` (its branch says what saturates or dies).
 SITE_STATISTICS: dict[str, tuple[str, ...]] = {
     "pre": ("moments",),
     "post": ("moments", "saturated", "zeros"),
     "weight": ("weight_moments",),
+    "normed": ("moments",),
+    "branch": ("moments", "saturated", "zeros"),
     "pre_grad": ("gradient_moments",),
     "grad": ("gradient_moments",),
     "weight_grad": ("weight_moments",),
 }
+RESIDUAL_POST: tuple[str, ...] = ("moments",)
 #: The site that holds the gradient of each forward site.
 GRADIENT_OF: dict[str, str] = {"pre": "pre_grad", "post": "grad", "weight": "weight_grad"}
 

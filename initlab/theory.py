@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import numpy.typing as npt
 
+from initlab import residual_theory
 from initlab.activations import Activation
 from initlab.elementwise import Elementwise, elementwise
 from initlab.quadrature import (
@@ -734,10 +735,11 @@ class Prediction:
     finite_width_log_std_spread: float | None
     depth_over_width: float
     notes: tuple[str, ...] = ()
+    residual: bool = False  # residual blocks (initlab.residual_theory): no fixed point, per-block columns only
 
     def summary(self) -> dict[str, object]:
         """The scalar figures, for summary.json's ``theory`` key (None where undefined)."""
-        return {
+        out: dict[str, object] = {
             "applicable": self.applicable, "reason": self.reason, "q_star": self.q_star, "chi1": self.chi1,
             "phase": self.phase, "c_star": self.c_star, "chi_c": self.chi_c, "xi_q": self.xi_q, "xi_c": self.xi_c,
             "sigma_b2": self.sigma_b2, "input_second_moment": self.input_second_moment,
@@ -745,6 +747,9 @@ class Prediction:
             "finite_width_log_std_spread": self.finite_width_log_std_spread,
             "depth_over_width": self.depth_over_width, "notes": list(self.notes),
         }
+        if self.residual:  # only then: a plain study's summary.json is unchanged
+            out["residual"] = True
+        return out
 
 
 def _layer_variances(config: Config) -> tuple[list[float | None], list[str]]:
@@ -779,6 +784,30 @@ def _point_cached(activation: Activation, sw2: float, sb2: float, q0: float, tol
     return point(activation, sw2, sb2, q0, tol)
 
 
+def _residual(config: Config, e: Elementwise, ex2: float, sw2: list[float], sb2: float, notes: list[str]
+              ) -> Prediction:
+    """The prediction for residual blocks of an odd activation (:mod:`initlab.residual_theory`):
+    per-block columns; no fixed point, phase or depth scales (those describe the plain map)."""
+    alpha = config.model.alpha
+
+    def second(q: float) -> float:
+        return float(_expect(e, lambda x: e.phi(x) ** 2, q)[0])
+
+    def derivative(q: float) -> float:
+        return float(_expect(e, lambda x: e.dphi(x) ** 2, q)[0])
+
+    q, p, chi = residual_theory.recursion(ex2, sw2, sb2, alpha, second, derivative)
+    post = residual_theory.post_std(p, residual_theory.input_mean(config.data))
+    notes = [*notes, f"residual blocks, α = {alpha:.4g}: p_(l+1) = p_l + α²·E[φ(√q_l z)²] (φ odd: no skip-branch "
+             "correlation)"]
+    return Prediction(
+        applicable=True, reason=None, q=q, pre_std=[math.sqrt(v) for v in q], post_std=post, chi=chi,
+        q_star=None, chi1=None, phase=None, c_star=None, chi_c=None, xi_q=None, xi_c=None, sigma_w2=sw2,
+        sigma_b2=sb2, input_second_moment=ex2, finite_width_log_std_drift=None, finite_width_log_std_spread=None,
+        depth_over_width=config.model.depth / config.model.width, notes=tuple(notes), residual=True,
+    )
+
+
 def predict(config: Config, input_second_moment: float, tol: float = CRITICAL_TOL) -> Prediction:
     """The mean-field prediction for ``config`` whose input has second moment ``input_second_moment``."""
     ex2, model = input_second_moment, config.model
@@ -792,9 +821,14 @@ def predict(config: Config, input_second_moment: float, tol: float = CRITICAL_TO
         reason = missing or f"block {bad}: no mean-field theory"
         return _not_applicable(next((n for n in notes if n.startswith(f"block {bad}:")), reason), sb2, ex2, config)
     sw2 = [float(v) for v in variances if v is not None]
+    e = elementwise(model.activation)
+    why_not = residual_theory.no_theory(config, e)
+    if why_not is not None:
+        return _not_applicable(why_not, sb2, ex2, config)
+    if model.block == "residual":
+        return _residual(config, e, ex2, sw2, sb2, notes)
     if config.init.layers:
         notes.append("per-layer overrides: each block's own σw² in the length map; q* etc. for the bulk")
-    e = elementwise(model.activation)
     layers = trajectory(e, sw2[0] * ex2 + sb2, sw2, sb2)
     bulk, *_ = weight_variance(config.init.weight, model.activation, model.width)
     at = _point_cached(model.activation, bulk if bulk is not None else sw2[-1], sb2, layers.q[0], tol)
