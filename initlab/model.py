@@ -138,10 +138,10 @@ def build(
             config.init.scheme_for(i, depth).init_(linear.weight, activation, generator)
             if linear.bias is not None:
                 config.init.bias.init_(linear.bias, activation, generator)
-    return MLP([_block(config, linear, dtype) for linear in linears])
+    return MLP([make_block(config, linear, dtype) for linear in linears])
 
 
-def _block(config: Config, linear: nn.Linear, dtype: torch.dtype) -> Block | ResidualBlock:
+def make_block(config: Config, linear: nn.Linear, dtype: torch.dtype) -> Block | ResidualBlock:
     """One block around ``linear``; its norm, if any, at PyTorch's defaults (it draws nothing)."""
     model = config.model
     norm: nn.Module | None = None

@@ -215,7 +215,11 @@ class GradientProbe(_Probe):
     runs that part of the backward pass, and the gradient is recorded under ``(layer,
     GRADIENT_OF[site])`` of the ``accumulator`` given (a :class:`ForwardProbe`'s, so that both
     directions come back in one transfer). Tensor hooks still attached on exit are removed too.
+    Targets at sites without a gradient site (the norm's and the residual branch's outputs) are left out.
     """
+
+    def __init__(self, targets: Sequence[Target], accumulator: Accumulator) -> None:
+        super().__init__([t for t in targets if t[1] in GRADIENT_OF], accumulator)
 
     def _hook(self, layer: int, site: str) -> Hook:
         key = (layer, GRADIENT_OF[site])

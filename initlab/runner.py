@@ -24,7 +24,7 @@ from initlab.gradient_theory import GradientPrediction, backward_theory_summary,
 from initlab.model import MLP, ConstructionDraws, build, draw_input, probe_targets
 from initlab.probes import Accumulator, ForwardProbe, GradientProbe, Record
 from initlab.regimes import Trace, Verdict, backward_trace, judge, judge_backward
-from initlab.statistics import GRADIENT_OF, RESIDUAL_POST, Statistic, histogram_edges, statistics_for
+from initlab.statistics import RESIDUAL_POST, Statistic, histogram_edges, statistics_for
 from initlab.theory import Prediction, input_second_moment, predict
 from initlab.upstream import draw_upstream, upstream_gradient
 
@@ -236,7 +236,7 @@ def _passes(
     backward = config.backward is not None
     targets = probe_targets(model)
     with torch.set_grad_enabled(backward), ForwardProbe(targets, site_statistics(config)) as probe, \
-            GradientProbe([t for t in targets if t[1] in GRADIENT_OF] if backward else [], probe.accumulator):
+            GradientProbe(targets if backward else [], probe.accumulator):
         record_weights(probe.accumulator, model, "weight")
         probe.accumulator.add((-1, "input"), x)
         tick = time.perf_counter()

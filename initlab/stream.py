@@ -34,7 +34,7 @@ from torch import nn
 
 from initlab.config import Config
 from initlab.devices import DTYPES, Placement
-from initlab.model import MLP, Block, Linear, draw_input, keeps_construction, probe_targets
+from initlab.model import MLP, Linear, draw_input, keeps_construction, make_block, probe_targets
 from initlab.probes import BATCH_BELOW, Accumulator, ForwardProbe, GradientProbe, Record, Target
 from initlab.schemes import linear_default_
 from initlab.statistics import Statistic
@@ -62,7 +62,7 @@ class _Setting:
         self.drawn = Linear(width, width, bias=bias, dtype=draw_dtype, device=generator.device)
         same = (device, dtype) == (generator.device, draw_dtype)
         self.linear = self.drawn if same else Linear(width, width, bias=bias, dtype=dtype, device=device)
-        self.block = Block(self.linear, config.model.activation.module())
+        self.block = make_block(config, self.linear, dtype)
         self.targets = probe_targets(MLP([self.block]))
 
 
@@ -179,7 +179,7 @@ def _linear(setting: _Setting, replay: Replay, layer: int) -> nn.Linear:
     return setting.linear
 
 
-def _block(setting: _Setting, replay: Replay, layer: int) -> tuple[Block, list[Target]]:
+def _block(setting: _Setting, replay: Replay, layer: int) -> tuple[nn.Module, list[Target]]:
     """Block ``layer`` and its probe targets, recorded under ``layer``."""
     _linear(setting, replay, layer)
     return setting.block, [(layer, site, module) for _, site, module in setting.targets]
@@ -211,11 +211,11 @@ def _backward(
     small: list[tuple[int, torch.Tensor]] = []  # weight gradients measured in stacks: added in the model's order
     for layer in reversed(range(setting.config.model.depth)):
         block, targets = _block(setting, replay, layer)
-        block.linear.weight.grad = None  # the block before's, in the one block they share
+        setting.linear.weight.grad = None  # the block before's, in the one block they share
         x = kept.pop().requires_grad_(layer > 0)  # the model's input needs no gradient
         with torch.enable_grad(), GradientProbe(targets, accumulator):
             block(x).backward(grad)
-        weight_grad = block.linear.weight.grad
+        weight_grad = setting.linear.weight.grad
         assert weight_grad is not None  # every weight takes part in the output
         if weight_grad.numel() < BATCH_BELOW:
             small.append((layer, weight_grad))

@@ -36,6 +36,12 @@ SMALL: dict[str, dict[str, Any]] = {  # each exercises a different draw or measu
                  "init": {"scheme": "normal", "std": 1.0}, "data": {"batch_size": 16}},
     "weight-grad-stacks": {"model": {"depth": 45, "width": 200, "activation": "tanh"},  # 7 gradients a stack
                            "init": {"scheme": "xavier_normal"}, "data": {"batch_size": 2}},
+    "residual": {"model": {"depth": 8, "width": 48, "activation": "relu", "block": "residual"},
+                 "init": {"scheme": "kaiming_normal"}},
+    "residual-layernorm": {"model": {"depth": 8, "width": 48, "activation": "tanh", "block": "residual",
+                                     "norm": "layernorm", "residual_scale": "auto", "bias": True}},
+    "batchnorm": {"model": {"depth": 8, "width": 300, "activation": "relu", "norm": "batchnorm"},
+                  "init": {"scheme": "normal", "std": 1.0}, "data": {"batch_size": 16}},
     "forward-only": {"model": {"depth": 5, "width": 64}, "backward": False},
     "uniform-data": {"model": {"depth": 5, "width": 64, "activation": "tanh"},
                      "data": {"distribution": "uniform", "low": -2, "high": 1, "batch_size": 8}},
