@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 _SHOWN = 4
 _PLAIN_LINEAR = re.compile(r"^(\d+)\.(weight|bias)$")
 _GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_LINEAR_BIAS = re.compile(r"(^|\.)\d+(\.linear)?\.bias$")
 
 
 @dataclass(frozen=True)
@@ -184,9 +185,10 @@ def _first(keys: list[str]) -> str:
 
 
 def _bias_hint(missing: list[str], extra: list[str]) -> str:
-    if missing and all(key.endswith(".bias") for key in missing) and not extra:
+    """A Linear layers' bias (not a norm layer's) is all that differs: ``model.bias`` says the other thing."""
+    if missing and all(_LINEAR_BIAS.search(key) for key in missing) and not extra:
         return " (the file has no biases: set model.bias: false)"
-    if extra and all(key.endswith("bias") for key in extra) and not missing:
+    if extra and all(_LINEAR_BIAS.search(key) for key in extra) and not missing:
         return " (the file has biases: set model.bias: true)"
     return ""
 

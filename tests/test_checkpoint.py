@@ -97,9 +97,11 @@ def test_save_model_needs_a_results_folder(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- round trip
 
 
-def test_save_then_load_gives_the_same_numbers(tmp_path: Path) -> None:
-    folder = saved_run(tmp_path, "init.scheme=normal", "init.std=0.4")
-    code, out, err = invoke("run", TANH, *SMALL, "init.scheme=normal", "init.std=0.4",
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_save_then_load_gives_the_same_numbers(tmp_path: Path, dtype: str) -> None:
+    folder = saved_run(tmp_path, "init.scheme=normal", "init.std=0.4", f"dtype={dtype}")
+    assert torch.load(folder / "model.pt", weights_only=True)["blocks.0.linear.weight"].dtype == getattr(torch, dtype)
+    code, out, err = invoke("run", TANH, *SMALL, "init.scheme=normal", "init.std=0.4", f"dtype={dtype}",
                             f"init.from={folder / 'model.pt'}", "--out", str(tmp_path / "loaded"))
     assert code == 0, err
     (loaded,) = (tmp_path / "loaded" / "tanh-xavier").iterdir()
@@ -233,8 +235,9 @@ def test_weights_only_is_enforced_a_pickle_never_runs(tmp_path: Path) -> None:
 
 def test_the_library_raises_the_same_error(tmp_path: Path) -> None:
     path, _ = _bad_files(tmp_path)["shape"]
-    with pytest.raises(InitlabError, match="shape"):
-        run(load_config(TANH, [*SMALL, f"init.from={path}"]))
+    config = load_config(TANH, [*SMALL, f"init.from={path}"])  # the file exists: the config is valid
+    with pytest.raises(InitlabError, match=r"blocks\.2\.linear\.weight: shape \[8, 9\] in the file, \[8, 8\]"):
+        run(config)
 
 
 # ---------------------------------------------------------------- compare
@@ -291,3 +294,11 @@ def test_compare_refuses_init_from_as_a_grid_axis(tmp_path: Path) -> None:
     assert code == 2 and out == "" and err == ("error: --grid init.from: saved weights are a fixed base (init.from in "
                                                "the --config YAML), not an axis\n")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_file_without_biases_for_a_network_with_biases_says_so(tmp_path: Path) -> None:
+    torch.save({f"{i}.weight": torch.randn(8, 8) for i in range(5)}, tmp_path / "w.pt")
+    code, out, err = invoke("run", TANH, *SMALL, "model.bias=true", f"init.from={tmp_path / 'w.pt'}", "--no-save")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "missing 5 (blocks.0.linear.bias" in err
+    assert err.endswith("(the file has no biases: set model.bias: false)\n")
