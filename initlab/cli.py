@@ -169,6 +169,10 @@ def run(
         int, typer.Option("--seeds", min=1, help="Run seeds S..S+N-1: median trace, band and one verdict.")
     ] = 1,
     save: Annotated[bool, typer.Option("--save/--no-save", help="Write the results folder.")] = True,
+    save_model: Annotated[
+        bool, typer.Option("--save-model", help="Also write the network's state_dict as model.pt in the results "
+                           "folder (model-s<seed>.pt per seed with --seeds).")
+    ] = False,
     device: DeviceOption = None,
     devices: DevicesOption = None,
     no_backward: NoBackwardOption = False,
@@ -180,6 +184,10 @@ def run(
         from initlab.config import load_config
 
         resolved = load_config(config, [*(overrides or []), *device_overrides(device, devices, no_backward)])
+        if save_model and not save:
+            from initlab.errors import InitlabError
+
+            raise InitlabError("--save-model writes model.pt into the results folder: drop --no-save")
         from rich.console import Console
 
         from initlab import report
@@ -189,7 +197,7 @@ def run(
             check_creatable(out / resolved.name)
         from initlab.seeds import run_seeds
 
-        study = run_seeds(resolved, seeds)
+        study = run_seeds(resolved, seeds, keep_weights=save_model)
         folder = save_study(study, out, sys.argv, overrides or []) if save else None
         if json_output:
             typer.echo(report.study_json(study, folder), nl=False)

@@ -156,7 +156,7 @@ class _WithScheme(Frozen):
     def _gather(cls, data: Any) -> Any:
         if not isinstance(data, dict) or isinstance(data.get("weight"), Scheme):
             return data
-        own = set(cls.model_fields) - {"weight"}
+        own = {info.alias or name for name, info in cls.model_fields.items()} - {"weight"}  # init.from
         scheme = {key: value for key, value in data.items() if key not in own}
         if cls.default_scheme is not None:
             scheme = {"scheme": cls.default_scheme, **scheme}
@@ -165,6 +165,9 @@ class _WithScheme(Frozen):
     @model_serializer(mode="wrap")
     def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         out: dict[str, Any] = handler(self)
+        if "from_" in out:  # written as the YAML has it; left out when unset, so older configs dump (and hash) alike
+            loaded = out.pop("from_")
+            out |= {"from": loaded} if loaded is not None else {}
         return {**out.pop("weight"), **out}
 
 
@@ -176,13 +179,28 @@ class LayerInit(_WithScheme):
     index: Int = Field(description="block index; negative counts from the end")
 
 
+def _checkpoint_file(value: str) -> str:
+    """``init.from`` as an absolute path to an existing file (a relative one is the current folder's; a
+    YAML's own relative paths are made relative to its folder by :func:`load_config`)."""
+    path = Path(value).expanduser().absolute()
+    where = f" {path}" if str(path) != value else ""  # the error shows the value as given after it
+    if not path.exists():
+        raise ValueError(f"no such file{where}")
+    if not path.is_file():
+        raise ValueError(f"not a file{where} (expected a state_dict saved by torch.save)")
+    return str(path)
+
+
 class InitConfig(_WithScheme):
-    """How weights (``scheme`` and its arguments) and biases are initialised."""
+    """How weights (``scheme`` and its arguments) and biases are initialised, or the file they are loaded from."""
 
     weight: SchemeConfig = Field(default_factory=schemes.Default)
     default_scheme: ClassVar[str | None] = "default"
     layers: tuple[LayerInit, ...] = ()
     bias: SchemeConfig = Field(default_factory=Zeros)
+    from_: Annotated[str, AfterValidator(_checkpoint_file)] | None = Field(
+        None, alias="from", description="a state_dict file (torch.save) whose weights are studied instead of drawn; "
+        "the scheme's draws still advance the generator, so the input is the one the drawn study gets")
 
     def scheme_for(self, layer: int, depth: int) -> Scheme:
         """The weight scheme of block ``layer`` (0-based) in a network of ``depth`` blocks."""
@@ -373,6 +391,8 @@ class Config(Frozen):
             yield "data_parallel", "needs device: cuda (or auto); device is cpu"
         if self.memory == "stream" and self.data_parallel is not None:
             yield "memory", "stream runs one block at a time on one device; data_parallel needs the whole model"
+        if self.memory == "stream" and self.init.from_ is not None:
+            yield "memory", "stream draws one block at a time; init.from loads the whole model (memory: full or auto)"
         if self.memory == "stream" and self.jacobian is not None:
             yield "memory", "stream holds one block at a time; the Jacobian needs the whole model (jacobian: false)"
         if self.data_parallel is not None and self.device.startswith("cuda:"):
@@ -542,7 +562,7 @@ def _shape_of(model: type[BaseModel] | None, choice: Choice | None, node: Any) -
         model = choice.model(node if node is not None else {})
     if model is None:
         return None
-    fields = dict(model.model_fields)
+    fields = {info.alias or name: info for name, info in model.model_fields.items()}  # as the YAML spells them
     if not issubclass(model, _WithScheme):
         return _Shape(fields, choice, model.model_fields[choice.tag].default if choice else None)
     weight = _choice_in(fields.pop("weight"))
@@ -739,8 +759,18 @@ def load_config(path: str | Path | None, overrides: Sequence[str | Override] = (
     """
     source = str(path) if path is not None else "(defaults)"
     doc = _read(path, source) if path is not None else yamlfile.Document({})
+    if path is not None:
+        _relative_to_file(doc.data, Path(path))
     typed = [o if isinstance(o, Override) else Override.parse(o) for o in overrides]
     return _validated(doc, source, typed)
+
+
+def _relative_to_file(data: dict[str, Any], path: Path) -> None:
+    """A relative ``init.from`` in a YAML file names a file beside the YAML, not in the current folder."""
+    init = data.get("init")
+    loaded = init.get("from") if isinstance(init, dict) else None
+    if isinstance(loaded, str) and loaded and not Path(loaded).expanduser().is_absolute():
+        init["from"] = str(path.parent / loaded)  # type: ignore[index]
 
 
 def patched(raw: Mapping[str, Any], overrides: Sequence[Override]) -> Config:

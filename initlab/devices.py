@@ -188,7 +188,8 @@ def gib(n: int) -> str:
 def check_memory(config: Config, placement: Placement) -> Literal["full", "stream"]:
     """How the study holds its weights (``config.memory``; ``auto``: every block at once where that fits,
     else block by block), refusing, before building anything, a study that cannot fit where it would run."""
-    if config.memory != "auto" or placement.device_ids or config.jacobian is not None:
+    whole = placement.device_ids or config.jacobian is not None or config.init.from_ is not None
+    if config.memory != "auto" or whole:  # only a study that can run block by block streams
         mode: Literal["full", "stream"] = "stream" if config.memory == "stream" else "full"
         _refuse_beyond(config, placement, mode == "stream")
         return mode

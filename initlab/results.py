@@ -189,6 +189,7 @@ def save_run(
     argv: Sequence[str],
     overrides: Sequence[str] = (),
     extra: dict[str, str | bytes] | None = None,
+    meta_extra: dict[str, Any] | None = None,
 ) -> Path:
     """Save a :class:`~initlab.runner.Result` (and ``extra`` files, replacing any of the same name)
     under ``root``; return its folder.
@@ -196,7 +197,8 @@ def save_run(
     ``overrides`` (as typed on the command line) name the folder along with the start time
     and seed, so that a folder says what it holds; meta.json lists them whole.
     """
-    meta = {**result.meta, "argv": list(argv), "overrides": list(overrides), "git_commit": git_commit()}
+    meta = {**result.meta, "argv": list(argv), "overrides": list(overrides), "git_commit": git_commit(),
+            **(meta_extra or {})}
     started = datetime.fromisoformat(meta["started"])
     files: dict[str, str | bytes] = {**study_files(result.config, result.layers, result.summary, meta)}
     if result.jacobian is not None:
@@ -235,6 +237,21 @@ def study_extra_files(study: SeedStudy) -> dict[str, str | bytes]:
     return files
 
 
+def model_files(study: SeedStudy) -> dict[str, bytes]:
+    """``--save-model``: every seed's network as a state_dict file: ``model.pt`` for one seed,
+    ``model-s<seed>.pt`` for each of several; none where the runs kept no weights."""
+    from initlab.checkpoint import to_bytes
+
+    kept = [(r.config.seed, r.weights) for r in study.runs if r.weights is not None]
+    if len(kept) == 1:
+        return {"model.pt": to_bytes(kept[0][1])}
+    return {f"model-s{seed}.pt": to_bytes(weights) for seed, weights in kept}
+
+
 def save_study(study: SeedStudy, root: Path, argv: Sequence[str], overrides: Sequence[str] = ()) -> Path:
-    """Save an ``initlab run`` study (one seed or several) under ``root``; return its folder."""
-    return save_run(study.runs[0], root, argv, overrides, study_extra_files(study))
+    """Save an ``initlab run`` study (one seed or several) under ``root``, with its networks' state_dicts
+    where the runs kept them (meta.json gives each file's sha256); return its folder."""
+    models = model_files(study)
+    saved = {"saved_models": {name: hashlib.sha256(data).hexdigest() for name, data in models.items()}}
+    return save_run(study.runs[0], root, argv, overrides, {**study_extra_files(study), **models},
+                    saved if models else None)

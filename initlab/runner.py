@@ -18,8 +18,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from initlab import __version__, devices, jacobian, jacobian_theory, stream
+from initlab import __version__, checkpoint, devices, jacobian, jacobian_theory, stream
 from initlab.config import Config
+from initlab.errors import InitlabError
 from initlab.gradient_theory import GradientPrediction, backward_theory_summary, gradient_prediction
 from initlab.model import MLP, ConstructionDraws, build, draw_input, probe_targets
 from initlab.probes import Accumulator, ForwardProbe, GradientProbe, Record
@@ -48,6 +49,7 @@ class Result:
     backward: Verdict | None = None  # the backward signal's verdict; None when the backward pass is off
     jacobian: jacobian.Spectrum | None = None  # the input-output Jacobian's singular values (config.jacobian)
     jacobian_theory: dict[str, Any] | None = None  # its predicted figures (initlab.jacobian_theory)
+    weights: dict[str, torch.Tensor] | None = None  # the network's state_dict on the CPU (run's keep_weights)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -58,6 +60,8 @@ class Result:
         out = {"name": self.config.name, **self.verdict.as_dict(), "theory": theory, "backward": backward}
         if self.jacobian is not None:
             out["jacobian"] = {**self.jacobian.summary(), **(self.jacobian_theory or {})}
+        if "init_from" in self.meta:  # where the studied weights came from
+            out["init_from"] = self.meta["init_from"]
         return out
 
 
@@ -79,22 +83,27 @@ def layer_table(records: pd.DataFrame, depth: int) -> pd.DataFrame:
     return table
 
 
-def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
+def run(config: Config, draws: ConstructionDraws | None = None, keep_weights: bool = False) -> Result:
     """Run the study ``config`` describes and return its results (nothing is written).
 
     ``draws`` may be shared by runs of a sweep to draw what they share once (the numbers
-    are the same with or without it).
+    are the same with or without it). ``keep_weights``: the result holds the network's
+    state_dict (``--save-model``). With ``init.from`` the file is read and checked first.
     """
     started = datetime.now(timezone.utc)
     placement = devices.usable(config)
     memory = devices.check_memory(config, placement)
+    if memory == "stream" and keep_weights:
+        raise InitlabError(f"--save-model needs the whole model in memory, and this study runs block by block "
+                           f"(memory: stream{', the whole model does not fit' * (config.memory == 'auto')})")
     jacobian.check(config, placement)
+    loaded = checkpoint.read(config.init.from_) if config.init.from_ is not None else None
     with devices.matmul_precision(config.precision):
         if memory == "stream":
             records, timings = stream.passes(config, placement, site_statistics(config))
-            spectrum = None
+            spectrum, weights = None, None
         else:
-            records, timings, spectrum = _passes(config, placement, draws)
+            records, timings, spectrum, weights = _passes(config, placement, draws, loaded, keep_weights)
     histogram = histogram_table([r for r in records if r["stat"] == "histogram"])
     records = [r for r in records if r["stat"] != "histogram"]
     input_std = next(r["value"] for r in records if r["site"] == "input" and r["stat"] == "std")
@@ -116,10 +125,11 @@ def run(config: Config, draws: ConstructionDraws | None = None) -> Result:
                                   gradient.rms if gradient else None, backward_theory(prediction, config), largest)
     meta = {**_meta(config, started, timings), **devices.describe(placement, config.precision), "memory": memory,
             "input_std": input_std}
+    meta |= {"init_from": loaded.describe()} if loaded is not None else {}
     table = with_theory(table, prediction, gradient)
     predicted = jacobian_theory.predict(config, prediction).summary() if spectrum is not None else None
     return Result(config, _nulls(table), pd.DataFrame.from_records(records), verdict, meta, prediction, histogram,
-                  backward, spectrum, predicted)
+                  backward, spectrum, predicted, weights)
 
 
 def with_skip_ratio(table: pd.DataFrame, input_std: float | None, input_mean: float | None, config: Config
@@ -209,11 +219,16 @@ def histogram_table(records: list[Record]) -> pd.DataFrame:
 
 
 def _passes(
-    config: Config, placement: devices.Placement, draws: ConstructionDraws | None
-) -> tuple[list[Record], dict[str, float], jacobian.Spectrum | None]:
+    config: Config, placement: devices.Placement, draws: ConstructionDraws | None,
+    loaded: checkpoint.Checkpoint | None = None, keep_weights: bool = False,
+) -> tuple[list[Record], dict[str, float], jacobian.Spectrum | None, dict[str, torch.Tensor] | None]:
     """Build, move, run one probed forward pass and, unless it is off, one backward pass;
     every statistic of both comes back in one transfer. With ``config.jacobian``, also the
-    Jacobian of the batch's first inputs."""
+    Jacobian of the batch's first inputs; with ``keep_weights``, the network's state_dict.
+
+    ``loaded`` weights replace the drawn ones after the draws, so the input (drawn after the
+    weights) is the one the same config without ``init.from`` gets: a saved study loaded back
+    gives the same numbers."""
     dtype = devices.DTYPES[config.dtype]
     # Half types are drawn in float32 and rounded, so they start from the float32 run's weights.
     draw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
@@ -222,6 +237,8 @@ def _passes(
 
     tick = time.perf_counter()
     model = build(config, generator, draw_dtype, draws)
+    if loaded is not None:
+        loaded.load_into(model, dtype)
     x = draw_input(config, generator, draw_dtype)
     g = draw_upstream(config, generator, draw_dtype)
     if (placement.device, dtype) != (generator.device, draw_dtype):  # Module.to walks every module
@@ -229,6 +246,7 @@ def _passes(
     if g is not None:  # the gradient of the output, where DataParallel gathers it
         g = g.to(_output_device(placement), dtype)
     timings = {"build_s": time.perf_counter() - tick}
+    weights = checkpoint.cpu_state(model) if keep_weights else None  # of the MLP, not of a DataParallel wrapper
 
     network: nn.Module = model
     if placement.device_ids:
@@ -254,7 +272,7 @@ def _passes(
     tick = time.perf_counter()
     spectrum = jacobian.measure(model, x, config.jacobian.samples) if config.jacobian is not None else None
     timings |= {"jacobian_s": time.perf_counter() - tick} if spectrum is not None else {}
-    return records, timings, spectrum
+    return records, timings, spectrum, weights
 
 
 def record_weights(accumulator: Accumulator, model: MLP, site: Literal["weight", "weight_grad"]) -> None:

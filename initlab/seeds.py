@@ -88,8 +88,10 @@ class SeedStudy:
         return ordered
 
 
-def run_seeds(config: Config, seeds: int, progress: Callable[[int, int], None] | None = None) -> SeedStudy:
-    """Run ``config`` with seeds ``config.seed`` .. ``config.seed + seeds - 1``; nothing is printed or written."""
+def run_seeds(config: Config, seeds: int, progress: Callable[[int, int], None] | None = None,
+              keep_weights: bool = False) -> SeedStudy:
+    """Run ``config`` with seeds ``config.seed`` .. ``config.seed + seeds - 1``; nothing is printed or written.
+    ``keep_weights``: every seed's result holds its network's state_dict (``--save-model``)."""
     from initlab.sweep import CELL_KEYS, median_traces, median_verdict
 
     if not 1 <= seeds <= MAX_STUDY_SEEDS:  # every seed's tables stay in memory until the median
@@ -98,7 +100,7 @@ def run_seeds(config: Config, seeds: int, progress: Callable[[int, int], None] |
     check_seeds(config.seed, seeds, "seed/--seeds")  # before any runs: the seed is the only field that changes
     runs = []
     for i in range(seeds):
-        runs.append(run(config.model_copy(update={"seed": config.seed + i})))
+        runs.append(run(config.model_copy(update={"seed": config.seed + i}), keep_weights=keep_weights))
         if progress is not None:
             progress(i + 1, seeds)
     layers = pd.concat([r.layers.assign(seed=r.config.seed) for r in runs], ignore_index=True)

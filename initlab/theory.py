@@ -811,6 +811,8 @@ def _residual(config: Config, e: Elementwise, ex2: float, sw2: list[float], sb2:
 def predict(config: Config, input_second_moment: float, tol: float = CRITICAL_TOL) -> Prediction:
     """The mean-field prediction for ``config`` whose input has second moment ``input_second_moment``."""
     ex2, model = input_second_moment, config.model
+    if config.init.from_ is not None:  # the theory describes random draws, not given weights
+        return _not_applicable("the weights are loaded from a file (init.from), not drawn", 0.0, ex2, config)
     sb2, why = bias_variance(config)
     if sb2 is None:
         return _not_applicable(why or "bias", 0.0, ex2, config)

@@ -170,3 +170,25 @@ def test_statistics_are_fed_in_the_in_memory_order(case: str, monkeypatch: pytes
         order.append([a for a in added if a[2] < initlab.probes.BATCH_BELOW])  # larger ones: measured alone
         added.clear()
     assert order[0] == order[1] and len(order[0]) > config.model.depth
+
+
+def test_save_model_needs_the_whole_model(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["run", str(CONFIGS / "tanh-xavier.yaml"), "memory=stream", "model.depth=4",
+                                      "--save-model", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "--save-model needs the whole model in memory" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_loaded_weights_are_never_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    saved = CliRunner().invoke(app, ["run", str(CONFIGS / "tanh-xavier.yaml"), "model.depth=4", "--save-model",
+                                     "--out", str(tmp_path)])
+    assert saved.exit_code == 0, saved.output
+    (weights,) = tmp_path.glob("*/*/model.pt")
+    with pytest.raises(InitlabError, match="init.from loads the whole model"):
+        load_config(CONFIGS / "tanh-xavier.yaml", ["model.depth=4", f"init.from={weights}", "memory=stream"])
+    config = load_config(CONFIGS / "tanh-xavier.yaml", ["model.depth=4", f"init.from={weights}"])
+    place = devices.Placement(torch.device("cpu"))
+    _with_free(monkeypatch, devices.estimate(config, place).total - 1)  # would stream, were the weights drawn
+    with pytest.raises(InitlabError, match=r"needs about .* on cpu \(parameters"):
+        devices.check_memory(config, place)

@@ -111,9 +111,15 @@ def plan_from_options(
     )
     if not remote:
         usable(base)  # no CUDA, a bad id or dtype: one error now, not one per cell
-    axes = (parse_schemes(required_schemes(schemes)), parse_activations(activations) if activations else [],
-            parse_ints(depths, "--depths") if depths else [], parse_ints(widths, "--widths") if widths else [])
     grid_axes = tuple(parse_grid(text, max_values=max_runs) for text in grid)
+    if any(axis.path == ("init", "from") for axis in grid_axes):
+        raise InitlabError("--grid init.from: saved weights are a fixed base (init.from in the --config YAML), "
+                           "not an axis")
+    if base.init.from_ is not None:
+        check_fixed_weights(base.init.from_, schemes=schemes, depths=depths, widths=widths, grid=grid_axes)
+    weights = [base.init.weight] if base.init.from_ is not None else parse_schemes(required_schemes(schemes))
+    axes = (weights, parse_activations(activations) if activations else [],
+            parse_ints(depths, "--depths") if depths else [], parse_ints(widths, "--widths") if widths else [])
     check_axes(grid_axes)
     check_bias_axis(base, bias, grid_axes)
     check_size([len(axis) or 1 for axis in axes], seeds, max_runs, grid_axes)
@@ -121,6 +127,10 @@ def plan_from_options(
     plan = plan_sweep(base, *axes, seeds=seeds, grid=grid_axes)
     if not remote:
         check_feasible(plan)
+    if base.init.from_ is not None:
+        from initlab import checkpoint
+
+        checkpoint.check(run.config for run in plan.runs if run.config is not None)
     return plan
 
 
@@ -135,6 +145,25 @@ def check_bias_axis(base: Config, bias: bool | None, grid: Sequence[Axis]) -> No
         raise InitlabError(f"--grid model.bias_std: sets init.bias to normal(0, σb), but the config sets init.bias "
                            f"({base.init.bias.label()}); "
                            "drop one (or sweep init.bias.std)")
+
+
+#: Fields of the base config a sweep over loaded weights (``init.from``) keeps fixed: drawn weights, biases, shapes.
+_FIXED_BY_WEIGHTS = (("init",), ("model", "bias"), ("model", "bias_std"))
+
+
+def check_fixed_weights(path: str, *, schemes: str | None, depths: str | None, widths: str | None,
+                        grid: Sequence[Axis]) -> None:
+    """Refuse the axes that would change weights loaded from ``init.from`` (a fixed base, never an axis)."""
+    given = {"--schemes": schemes, "--depths": depths, "--widths": widths}
+    for option, value in given.items():
+        if value is not None:
+            raise InitlabError(f"{option}: the base config loads its weights from {path} (init.from), which fix "
+                               f"{'the init scheme' if option == '--schemes' else 'depth and width'}; leave "
+                               f"{option} out (activations, seeds and data can still be swept)")
+    for axis in grid:
+        if any(axis.path[: len(fixed)] == fixed for fixed in _FIXED_BY_WEIGHTS):
+            raise InitlabError(f"--grid {axis.name}: the base config loads its weights from {path} (init.from), "
+                               "which fix the weights and biases; init.from is a fixed base, not an axis")
 
 
 def check_size(lengths: Sequence[int], seeds: int, max_runs: int, grid: Sequence[Axis] = ()) -> None:
@@ -280,7 +309,7 @@ def plan_sweep(
     check_seeds(base.seed, seeds, "seeds")
     acts = list(activations) or [base.model.activation]
     axes: dict[str, list[Any]] = {
-        "schemes": [s.label() for s in schemes], "activations": [a.label() for a in acts],
+        "schemes": [_label(base, s) for s in schemes], "activations": [a.label() for a in acts],
         "depths": list(depths) or [base.model.depth], "widths": list(widths) or [base.model.width],
         "seeds": [base.seed + i for i in range(seeds)],
     }
@@ -291,7 +320,7 @@ def plan_sweep(
         raw = _position_raw(base, scheme, act, depth, width)
         _check_grid_values(raw, grid)
         for values in itertools.product(*(axis.values for axis in grid)):
-            runs += [_resolve(raw, scheme, act, seed, grid, values) for seed in axes["seeds"]]
+            runs += [_resolve(raw, _label(base, scheme), act, seed, grid, values) for seed in axes["seeds"]]
     _check_distinct(runs)
     return Plan(base.name, axes, tuple(runs), grid=tuple(grid))
 
@@ -313,8 +342,14 @@ def _position_raw(base: Config, scheme: Scheme, act: Activation, depth: int, wid
     """The base config's dump with a cell's scheme, activation, depth and width."""
     raw = base.model_dump(mode="json")
     raw["model"] = {**raw["model"], "activation": act.model_dump(mode="json"), "depth": depth, "width": width}
-    raw["init"] = {**scheme.model_dump(mode="json"), "layers": raw["init"]["layers"], "bias": raw["init"]["bias"]}
+    kept = {key: raw["init"][key] for key in ("layers", "bias", "from") if key in raw["init"]}
+    raw["init"] = {**scheme.model_dump(mode="json"), **kept}
     return raw
+
+
+def _label(base: Config, scheme: Scheme) -> str:
+    """A row of the matrix: the scheme, or the file the weights are loaded from."""
+    return scheme.label() if base.init.from_ is None else f"from {Path(base.init.from_).name}"
 
 
 def _check_grid_values(raw: dict[str, Any], grid: Sequence[Axis]) -> None:
@@ -328,9 +363,9 @@ def _check_grid_values(raw: dict[str, Any], grid: Sequence[Axis]) -> None:
             patched(raw, [axis.override(value)])
 
 
-def _resolve(raw: dict[str, Any], scheme: Scheme, act: Activation, seed: int, grid: Sequence[Axis],
+def _resolve(raw: dict[str, Any], scheme: str, act: Activation, seed: int, grid: Sequence[Axis],
              values: Sequence[Any]) -> CellRun:
-    where: dict[str, Any] = {"scheme": scheme.label(), "activation": act.label(), "depth": raw["model"]["depth"],
+    where: dict[str, Any] = {"scheme": scheme, "activation": act.label(), "depth": raw["model"]["depth"],
                              "width": raw["model"]["width"], "seed": seed,
                              "grid": {axis.name: value for axis, value in zip(grid, values, strict=True)}}
     overrides = [Override(("seed",), seed, "seed"), *(a.override(v) for a, v in zip(grid, values, strict=True))]

@@ -132,6 +132,8 @@ def sweep_meta(
     """meta.json: versions, command line, git commit, axes, counts and failures."""
     import torch
 
+    from initlab.checkpoint import source
+
     base = next((run.config for run in comparison.plan.runs if run.config is not None), None)
     grid = {"grid": [axis.as_dict() for axis in comparison.plan.grid]} if comparison.plan.grid else {}
     return {
@@ -143,4 +145,5 @@ def sweep_meta(
         "axes": comparison.plan.axes, **grid, "cell_runs": len(comparison.plan.runs),
         "finished": int(comparison.layers["cell"].nunique()), "missing": comparison.missing,
         "interrupted": interrupted, "elapsed_s": elapsed, "failed": comparison.failed,
+        **({"init_from": source(base.init.from_)} if base is not None and base.init.from_ is not None else {}),
     }
