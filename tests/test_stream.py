@@ -185,7 +185,7 @@ def test_loaded_weights_are_never_streamed(tmp_path: Path, monkeypatch: pytest.M
                                      "--out", str(tmp_path)])
     assert saved.exit_code == 0, saved.output
     (weights,) = tmp_path.glob("*/*/model.pt")
-    with pytest.raises(InitlabError, match="init.from loads the whole model"):
+    with pytest.raises(InitlabError, match=r"init\.from loads the whole model"):
         load_config(CONFIGS / "tanh-xavier.yaml", ["model.depth=4", f"init.from={weights}", "memory=stream"])
     config = load_config(CONFIGS / "tanh-xavier.yaml", ["model.depth=4", f"init.from={weights}"])
     place = devices.Placement(torch.device("cpu"))
