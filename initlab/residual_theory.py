@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from initlab.config import Config, DataConfig
 from initlab.elementwise import Elementwise
+
+if TYPE_CHECKING:  # the quick theory commands never load a config
+    from initlab.config import Config, DataConfig
 
 #: Points where an activation is checked to be odd, φ(-x) = -φ(x).
 _ODD_CHECK = np.linspace(0.0, 8.0, 81)
